@@ -1,0 +1,99 @@
+"""Hydra configuration: composing the YAML in ``configs/`` and building objects from it.
+
+The YAML mirrors the constructors (``_target_`` nodes). Two keys under ``model`` are not
+constructor arguments and are handled here: ``weights`` (a file loaded after building) and
+``num_classes`` when null (filled from the dataset's categories).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = PROJECT_ROOT / "configs"
+NON_CONSTRUCTOR_MODEL_KEYS = ("weights",)
+
+
+def _register_resolvers() -> None:
+    if not OmegaConf.has_resolver("detectres_root"):
+        OmegaConf.register_new_resolver("detectres_root", lambda: str(PROJECT_ROOT))
+
+
+_register_resolvers()
+
+
+def compose_config(config_name: str = "train", overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Compose ``configs/<config_name>.yaml`` with Hydra overrides, outside of ``@hydra.main``."""
+    if not CONFIG_DIR.is_dir():
+        raise FileNotFoundError(f"detectres config directory not found: {CONFIG_DIR}")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    # Let ${hydra:...} interpolations resolve as they do under @hydra.main.
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def to_plain(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain containers (what a checkpoint stores)."""
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def reapply_overrides(base: DictConfig, composed: DictConfig, overrides: list[str],
+                      skip: tuple[str, ...] = ()) -> DictConfig:
+    """Carry command-line ``overrides`` (already validated by Hydra in ``composed``) onto ``base``.
+
+    ``key=value`` copies ``composed.key``; a group choice such as ``data=coco8`` copies the whole
+    node (and ``model=...`` also its ``input`` node, which model configs set globally).
+    """
+    base = OmegaConf.create(OmegaConf.to_container(base, resolve=False))
+    for text in overrides:
+        key = text.split("=", 1)[0].lstrip("+~")
+        if key in skip or key.startswith("hydra."):
+            continue
+        keys = [key, "input"] if key == "model" else [key]
+        for k in keys:
+            value = OmegaConf.select(composed, k, throw_on_missing=False)
+            OmegaConf.update(base, k, value, merge=False, force_add=True)
+    return base
+
+
+def build_model(model_cfg: DictConfig, num_classes: int | None = None):
+    """Instantiate ``model_cfg`` (a ``FasterRCNN`` node) with ``num_classes`` filled in."""
+    node = OmegaConf.to_container(model_cfg, resolve=True)
+    for key in NON_CONSTRUCTOR_MODEL_KEYS:
+        node.pop(key, None)
+    if node.get("num_classes") is None:
+        if num_classes is None:
+            raise ValueError("model.num_classes is null and no dataset was given to read the class count from")
+        node["num_classes"] = num_classes
+    elif num_classes is not None and node["num_classes"] != num_classes:
+        raise ValueError(f"model.num_classes={node['num_classes']} but the dataset has {num_classes} classes")
+    return instantiate(node)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def set_threads(num_threads: int | None, num_workers: int) -> int:
+    """Use the cores left after data workers (never oversubscribe); returns the thread count."""
+    import torch
+
+    if num_threads is None or num_threads <= 0:
+        num_threads = max(1, (os.cpu_count() or 1) - num_workers)
+    torch.set_num_threads(num_threads)
+    return num_threads

@@ -1,0 +1,1 @@
+"""Datasets (COCO format, embedded shapes), albumentations transforms, samplers and loaders."""

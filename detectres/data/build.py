@@ -1,0 +1,45 @@
+"""Datasets and loaders from the ``data`` and ``input`` config nodes."""
+from __future__ import annotations
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from detectres.data.datasets.coco import COCODataset
+from detectres.data.loader import build_test_loader, build_train_loader
+from detectres.data.transforms import build_transforms
+
+
+def prepare_data(data_cfg: DictConfig) -> None:
+    """Run the dataset's ``generate`` step if it has one (the embedded shapes are made on first use)."""
+    if data_cfg.get("generate") is not None:
+        instantiate(data_cfg.generate)
+
+
+def train_transforms(input_cfg: DictConfig):
+    return build_transforms(short_edges=list(input_cfg.min_size_train), max_size=input_cfg.max_size_train,
+                            flip_prob=input_cfg.random_flip)
+
+
+def test_transforms(input_cfg: DictConfig):
+    return build_transforms(short_edges=int(input_cfg.min_size_test), max_size=input_cfg.max_size_test)
+
+
+def build_dataset(cfg: DictConfig, split: str) -> COCODataset:
+    """``split`` is "train" (training transforms) or "val" (test transforms)."""
+    prepare_data(cfg.data)
+    transforms = train_transforms(cfg.input) if split == "train" else test_transforms(cfg.input)
+    return instantiate(cfg.data[split], transforms=transforms)
+
+
+def build_loaders(cfg: DictConfig):
+    train_set = build_dataset(cfg, "train")
+    val_set = build_dataset(cfg, "val")
+    if train_set.class_names != val_set.class_names:
+        raise ValueError(
+            f"train ({cfg.data.train.ann_file}) and val ({cfg.data.val.ann_file}) annotation files "
+            f"list different categories: {train_set.class_names} vs {val_set.class_names}"
+        )
+    train_loader = build_train_loader(train_set, batch_size=cfg.solver.ims_per_batch,
+                                      num_workers=cfg.data.num_workers, seed=cfg.seed)
+    val_loader = build_test_loader(val_set, num_workers=cfg.data.num_workers)
+    return train_set, val_set, train_loader, val_loader

@@ -1,0 +1,70 @@
+"""Image + box transforms built on albumentations, boxes kept consistent with the pixels.
+
+Boxes are XYXY ("pascal_voc") in pixels; albumentations carries them normalised, so a resize
+leaves them unchanged and a flip mirrors them.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+
+
+def shortest_edge_size(height: int, width: int, short: int, max_size: int) -> tuple[int, int]:
+    """Detectron2's ResizeShortestEdge rule: scale the short side to ``short`` unless the long side
+    would pass ``max_size``; new size = int(x * scale + 0.5)."""
+    scale = short / min(height, width)
+    if max(height, width) * scale > max_size:
+        scale = max_size / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+class ResizeShortestEdge(A.DualTransform):
+    """Resize so the shortest edge is one of ``short_edges`` (random choice when training) and the
+    longest is at most ``max_size``."""
+
+    def __init__(self, short_edges: list[int] | int, max_size: int, interpolation: int = cv2.INTER_LINEAR,
+                 p: float = 1.0):
+        super().__init__(p=p)
+        self.short_edges = [short_edges] if isinstance(short_edges, int) else list(short_edges)
+        self.max_size = max_size
+        self.interpolation = interpolation
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        short = random.choice(self.short_edges)
+        return {"out_hw": shortest_edge_size(height, width, short, self.max_size)}
+
+    def apply(self, img: np.ndarray, out_hw: tuple[int, int] = (0, 0), **params: Any) -> np.ndarray:
+        if img.shape[:2] == tuple(out_hw):
+            return img
+        return cv2.resize(img, (out_hw[1], out_hw[0]), interpolation=self.interpolation)
+
+    def apply_to_bboxes(self, bboxes: np.ndarray, **params: Any) -> np.ndarray:
+        return bboxes  # normalised coordinates do not change with a resize
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("short_edges", "max_size", "interpolation")
+
+
+def build_transforms(*, short_edges: list[int] | int, max_size: int, flip_prob: float = 0.0) -> A.Compose:
+    """The training (``flip_prob`` 0.5, several sizes) or test (one size, no flip) pipeline."""
+    steps: list[A.BasicTransform] = [ResizeShortestEdge(short_edges, max_size)]
+    if flip_prob > 0:
+        steps.append(A.HorizontalFlip(p=flip_prob))
+    return A.Compose(
+        steps,
+        bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"], min_visibility=0.0),
+        seed=None,
+    )
+
+
+def apply_transforms(transforms: A.Compose, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run ``transforms`` on an HxWx3 image and (G, 4) XYXY boxes; returns all three transformed."""
+    out = transforms(image=image, bboxes=boxes.reshape(-1, 4), labels=labels)
+    new_boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
+    return out["image"], new_boxes, np.asarray(out["labels"], dtype=np.int64)

@@ -1,0 +1,1 @@
+"""Training loop, hooks, checkpoints and precision settings."""

@@ -1,0 +1,119 @@
+"""Checkpoints: written atomically (temp file + rename), read without unpickling code.
+
+A detectres checkpoint is a dict with ``model`` (state_dict), optionally ``optimizer``,
+``scheduler``, ``iteration``, ``rng``, and always ``config`` (the resolved config as plain
+containers) and ``class_names``, so a checkpoint alone rebuilds its model.
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from typing import Any
+
+import numpy as np
+import torch
+
+LAST_CHECKPOINT = "last_checkpoint"
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    """Write ``obj`` to ``path`` so that a crash leaves either the old file or the new one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(text: str, path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str) -> dict[str, Any]:
+    """Load a checkpoint with ``torch.load(weights_only=True)``: tensors and plain containers only."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"cannot load checkpoint {path}: {e}") from e
+
+
+def capture_rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np_state[1].numpy().astype(np.uint32), *np_state[2:]))
+    py = state["python"]
+    random.setstate((py[-2], tuple(py[:-2]), py[-1]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Checkpointer:
+    """Saves and resumes training state in ``output_dir``; ``last_checkpoint`` names the newest file."""
+
+    def __init__(self, output_dir: str, *, model, optimizer=None, scheduler=None, extra: dict | None = None):
+        self.output_dir = output_dir
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.extra = extra or {}
+
+    def save(self, name: str, iteration: int) -> str:
+        state = {"model": self.model.state_dict(), "iteration": iteration, "rng": capture_rng_state(), **self.extra}
+        if self.optimizer is not None:
+            state["optimizer"] = self.optimizer.state_dict()
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        path = os.path.join(self.output_dir, f"{name}.pth")
+        atomic_torch_save(state, path)
+        atomic_write_text(os.path.basename(path), os.path.join(self.output_dir, LAST_CHECKPOINT))
+        return path
+
+    def last_checkpoint(self) -> str | None:
+        marker = os.path.join(self.output_dir, LAST_CHECKPOINT)
+        if not os.path.isfile(marker):
+            return None
+        with open(marker) as f:
+            path = os.path.join(self.output_dir, f.read().strip())
+        return path if os.path.isfile(path) else None
+
+    def resume(self) -> int:
+        """Restore everything from the last checkpoint; returns the iteration to start from (0 if none)."""
+        path = self.last_checkpoint()
+        if path is None:
+            return 0
+        state = load_checkpoint(path)
+        self.model.load_state_dict(state["model"])
+        if self.optimizer is not None and "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if "rng" in state:
+            restore_rng_state(state["rng"])
+        return int(state.get("iteration", -1)) + 1

@@ -1,0 +1,153 @@
+"""What the tools run: training, evaluation and drawing from a composed config."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+
+import cv2
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from detectres.config import build_model, resolve_device, set_threads, to_plain
+from detectres.data.build import build_dataset, build_loaders
+from detectres.data.loader import build_test_loader, build_train_loader
+from detectres.engine.checkpoint import Checkpointer, load_checkpoint
+from detectres.engine.hooks import LRScheduler, MetricsWriter, PeriodicCheckpointer, PeriodicEval, ProgressLogger
+from detectres.engine.solver import WarmupMultiStepLR, build_optimizer
+from detectres.engine.trainer import Trainer
+from detectres.evaluation.coco import evaluate_detector
+from detectres.utils.visualizer import draw_detections
+from detectres.weights import load_model_weights
+
+logger = logging.getLogger("detectres")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def write_eval_json(results: dict, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+
+
+def print_summary(results: dict) -> None:
+    keys = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+    print("bbox | " + " | ".join(f"{k:>6}" for k in keys))
+    print("     | " + " | ".join(f"{results[k]:6.2f}" for k in keys))
+
+
+def train_from_config(cfg: DictConfig) -> dict:
+    """Train, evaluate at the end (and every ``solver.eval_period``), draw a few val images.
+
+    Returns the final evaluation results (percent).
+    """
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    threads = set_threads(cfg.num_threads, cfg.data.num_workers)
+    train_set, val_set, train_loader, val_loader = build_loaders(cfg)
+    class_names = train_set.class_names
+    model = build_model(cfg.model, num_classes=len(class_names)).to(device)
+    if cfg.model.weights:
+        load_model_weights(model, cfg.model.weights, strict=cfg.get("strict_weights", True))
+    s = cfg.solver
+    optimizer = build_optimizer(model, base_lr=s.base_lr, momentum=s.momentum, weight_decay=s.weight_decay,
+                                weight_decay_norm=s.weight_decay_norm, nesterov=s.nesterov)
+    scheduler = WarmupMultiStepLR(optimizer, steps=list(s.steps), gamma=s.gamma, warmup_iters=s.warmup_iters,
+                                  warmup_factor=s.warmup_factor)
+    checkpointer = Checkpointer(cfg.output_dir, model=model, optimizer=optimizer, scheduler=scheduler,
+                                extra={"config": to_plain(cfg), "class_names": class_names})
+    start_iter = checkpointer.resume() if cfg.resume else 0
+    if start_iter:
+        logger.info("resuming from %s at iteration %d", checkpointer.last_checkpoint(), start_iter)
+        # a fresh data order after a resume, not a replay of the first batches
+        train_loader = build_train_loader(train_set, batch_size=s.ims_per_batch, num_workers=cfg.data.num_workers,
+                                          seed=cfg.seed + start_iter)
+    writer = MetricsWriter(cfg.output_dir)
+
+    def run_eval() -> dict:
+        results = evaluate_detector(model, val_loader, val_set, os.path.join(cfg.output_dir, "inference"),
+                                    autocast=cfg.amp)
+        write_eval_json(results, os.path.join(cfg.output_dir, "eval.json"))
+        print_summary(results)
+        return results
+
+    evaluator = PeriodicEval(run_eval, s.eval_period, writer)
+    hooks = [LRScheduler(scheduler), PeriodicCheckpointer(checkpointer, s.checkpoint_period), evaluator,
+             ProgressLogger(writer, period=cfg.log_period)]
+    logger.info("training on %s (%d threads) for %d iterations, %d images per batch; output in %s",
+                device, threads, s.max_iter, s.ims_per_batch, cfg.output_dir)
+    trainer = Trainer(model=model, optimizer=optimizer, data_loader=train_loader, max_iter=s.max_iter,
+                      hooks=hooks, amp=cfg.amp, clip_grad_norm=s.clip_grad_norm)
+    try:
+        trainer.train(start_iter)
+    finally:
+        writer.close()
+    if cfg.vis_images:
+        draw_dataset_predictions(model, val_set, os.path.join(cfg.output_dir, "vis"), cfg.vis_images)
+    return evaluator.last_results or {}
+
+
+@torch.no_grad()
+def draw_dataset_predictions(model, dataset, out_dir: str, count: int, score_thresh: float = 0.5) -> list[str]:
+    """Draw the model's detections on the first ``count`` images of ``dataset`` into ``out_dir``."""
+    os.makedirs(out_dir, exist_ok=True)
+    model.eval()
+    paths = []
+    for i in range(min(count, len(dataset))):
+        item = dataset[i]
+        out = model([item])[0]
+        image = cv2.imread(item["file_name"], cv2.IMREAD_COLOR)
+        drawn = draw_detections(image, out["pred_boxes"].cpu().numpy(), out["scores"].cpu().numpy(),
+                                out["pred_classes"].cpu().numpy(), dataset.class_names, score_thresh)
+        path = os.path.join(out_dir, os.path.splitext(os.path.basename(item["file_name"]))[0] + ".jpg")
+        cv2.imwrite(path, drawn)
+        paths.append(path)
+    print(f"drew detections (score >= {score_thresh}) on {len(paths)} images in {out_dir}")
+    return paths
+
+
+def config_from_checkpoint(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, dict]:
+    """The checkpoint's own config with the command-line ``overrides`` carried over from ``cfg``."""
+    from detectres.config import reapply_overrides
+
+    if not cfg.checkpoint:
+        raise ValueError("checkpoint=PATH is required (a detectres checkpoint, e.g. outputs/quickstart/model_final.pth)")
+    state = load_checkpoint(cfg.checkpoint)
+    if "config" not in state:
+        raise ValueError(f"{cfg.checkpoint} carries no config: it is not a detectres training checkpoint")
+    base = OmegaConf.create(state["config"])
+    own_keys = ("checkpoint", "output_dir", "device", "num_threads", "amp", "vis_images")
+    merged = reapply_overrides(base, cfg, overrides, skip=own_keys)
+    for key in own_keys:
+        OmegaConf.update(merged, key, cfg.get(key), force_add=True)
+    return merged, state
+
+
+def evaluate_from_config(cfg: DictConfig, overrides: list[str]) -> dict:
+    """Evaluate a detectres checkpoint on its (or the overridden) validation set."""
+    cfg, state = config_from_checkpoint(cfg, overrides)
+    output_dir = cfg.output_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.checkpoint)), "eval")
+    device = resolve_device(cfg.device)
+    set_threads(cfg.num_threads, cfg.data.num_workers)
+    dataset = build_dataset(cfg, "val")
+    class_names = state.get("class_names", dataset.class_names)
+    if list(class_names) != list(dataset.class_names):
+        raise ValueError(f"{cfg.checkpoint} was trained on classes {class_names} but {cfg.data.val.ann_file} "
+                         f"lists {dataset.class_names}")
+    model = build_model(cfg.model, num_classes=len(class_names)).to(device)
+    model.load_state_dict(state["model"])
+    loader = build_test_loader(dataset, num_workers=cfg.data.num_workers)
+    results = evaluate_detector(model, loader, dataset, output_dir, autocast=cfg.amp)
+    write_eval_json(results, os.path.join(output_dir, "eval.json"))
+    print_summary(results)
+    print(f"wrote {os.path.join(output_dir, 'eval.json')} and coco_instances_results.json")
+    if cfg.vis_images:
+        draw_dataset_predictions(model, dataset, os.path.join(output_dir, "vis"), cfg.vis_images)
+    return results

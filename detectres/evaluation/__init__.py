@@ -1,0 +1,3 @@
+from detectres.evaluation.coco import COCOEvaluator, evaluate_detector
+
+__all__ = ["COCOEvaluator", "evaluate_detector"]

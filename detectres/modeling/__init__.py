@@ -1,0 +1,1 @@
+"""Model parts: box math, anchors, ResNet backbones, RPN, RoI heads and the assembled detector."""

@@ -1,0 +1,106 @@
+"""Normalisation layers for the backbone: FrozenBN, BN, GroupNorm, and a conv that owns its norm."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+NORMS = ("FrozenBN", "BN", "GN")
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm with fixed statistics and affine parameters, all stored as buffers.
+
+    y = x * weight / sqrt(running_var + eps) + bias - running_mean * weight / sqrt(running_var + eps)
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features) - eps)
+
+    def scale_shift(self) -> tuple[Tensor, Tensor]:
+        scale = self.weight * torch.rsqrt(self.running_var + self.eps)
+        return scale, self.bias - self.running_mean * scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale, shift = self.scale_shift()
+        return torch.addcmul(shift.view(1, -1, 1, 1).to(x.dtype), x, scale.view(1, -1, 1, 1).to(x.dtype))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # BatchNorm checkpoints (torchvision) carry a counter FrozenBN has no use for.
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @staticmethod
+    def from_batchnorm(bn: nn.BatchNorm2d) -> "FrozenBatchNorm2d":
+        frozen = FrozenBatchNorm2d(bn.num_features, bn.eps)
+        if bn.affine:
+            frozen.weight.copy_(bn.weight.detach())
+            frozen.bias.copy_(bn.bias.detach())
+        frozen.running_mean.copy_(bn.running_mean)
+        frozen.running_var.copy_(bn.running_var)
+        return frozen
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
+
+
+def group_count(channels: int, max_groups: int = 32) -> int:
+    """32 groups where the channel count allows it, else the largest common divisor (thin nets)."""
+    return math.gcd(max_groups, channels)
+
+
+def make_norm(norm: str, channels: int) -> nn.Module:
+    if norm == "FrozenBN":
+        return FrozenBatchNorm2d(channels)
+    if norm == "BN":
+        return nn.BatchNorm2d(channels)
+    if norm == "GN":
+        return nn.GroupNorm(group_count(channels), channels)
+    raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+
+
+class ConvNorm(nn.Conv2d):
+    """Conv2d (no bias) followed by its own ``norm`` child, named as in Detectron2 (``conv1.norm``).
+
+    With FrozenBN the norm is an affine map, so it is folded into the convolution's weight and
+    bias on the fly: one pass over the activations instead of two, same numbers (fp32 rounding
+    aside), and gradients still reach ``weight``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int, stride: int = 1, norm: str):
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False
+        )
+        self.norm = make_norm(norm, out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if isinstance(self.norm, FrozenBatchNorm2d):
+            scale, shift = self.norm.scale_shift()
+            weight = self.weight * scale.view(-1, 1, 1, 1)
+            return F.conv2d(x, weight, shift, self.stride, self.padding, self.dilation, self.groups)
+        return self.norm(super().forward(x))
+
+
+def freeze_module(module: nn.Module) -> nn.Module:
+    """Stop gradients into ``module`` and turn its BatchNorms into FrozenBN (in place where possible)."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return convert_bn_to_frozen(module)
+
+
+def convert_bn_to_frozen(module: nn.Module) -> nn.Module:
+    if isinstance(module, nn.BatchNorm2d):
+        return FrozenBatchNorm2d.from_batchnorm(module)
+    for name, child in module.named_children():
+        new_child = convert_bn_to_frozen(child)
+        if new_child is not child:
+            setattr(module, name, new_child)
+    return module

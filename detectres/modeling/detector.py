@@ -1,0 +1,102 @@
+"""Faster R-CNN in the C4 layout: ResNet stem..res4 (shared) -> RPN -> res5 per RoI -> predictor.
+
+Inputs are per-image dicts: ``image`` (3, H, W) BGR in 0..255 (uint8 or float, already resized),
+optional ``height``/``width`` (the original size the detections are mapped back to), and for
+training ``gt_boxes`` (G, 4) XYXY in input pixels and ``gt_classes`` (G,) in 0..K-1.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from detectres.modeling.backbones.resnet import ResNet, ResNetTrunk
+from detectres.modeling.roi_heads.predictor import nonempty_detections
+from detectres.modeling.roi_heads.res5_head import Res5ROIHeads
+from detectres.modeling.rpn import RPN
+from detectres.structures.boxes import clip_boxes, scale_boxes
+from detectres.structures.image_list import ImageList
+
+
+class FasterRCNN(nn.Module):
+    """Assembles the detector; heads size themselves from the backbone.
+
+    Args:
+        backbone: a full ResNet; its stem..res4 become ``backbone`` and its res5 the box head.
+        rpn: a callable (Hydra partial) taking ``in_channels`` and returning an :class:`RPN`.
+        roi_heads: a callable taking ``res5``, ``out_channels``, ``num_classes`` -> :class:`Res5ROIHeads`.
+        num_classes: K foreground classes.
+        pixel_mean, pixel_std: per-channel normalisation in ``input_format`` channel order.
+        input_format: "BGR" or "RGB", what the weights expect (inputs always arrive BGR).
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: ResNet,
+        rpn: Callable[..., RPN],
+        roi_heads: Callable[..., Res5ROIHeads],
+        num_classes: int,
+        pixel_mean: list[float],
+        pixel_std: list[float],
+        input_format: str = "BGR",
+        size_divisibility: int = 0,
+    ):
+        super().__init__()
+        if input_format not in ("BGR", "RGB"):
+            raise ValueError(f"input_format must be 'BGR' or 'RGB', got {input_format!r}")
+        self.backbone = ResNetTrunk(backbone, out_stage="res4")
+        self.rpn = rpn(in_channels=self.backbone.out_channels)
+        self.roi_heads = roi_heads(res5=backbone.res5, out_channels=backbone.out_channels["res5"],
+                                   num_classes=num_classes)
+        self.num_classes = num_classes
+        self.input_format = input_format
+        self.size_divisibility = size_divisibility
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def preprocess(self, batched_inputs: list[dict]) -> ImageList:
+        images = []
+        for x in batched_inputs:
+            img = x["image"].to(self.device, non_blocking=True).float()
+            if self.input_format == "RGB":
+                img = img.flip(0)
+            images.append((img - self.pixel_mean) / self.pixel_std)
+        return ImageList.from_tensors(images, self.size_divisibility)
+
+    def forward(self, batched_inputs: list[dict]) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        """Training: a dict of the four losses. Inference: per-image detections (see ``inference``)."""
+        if not self.training:
+            return self.inference(batched_inputs)
+        images = self.preprocess(batched_inputs)
+        targets = [
+            {"gt_boxes": x["gt_boxes"].to(self.device), "gt_classes": x["gt_classes"].to(self.device)}
+            for x in batched_inputs
+        ]
+        features = self.backbone(images.tensor)
+        proposals, _, rpn_losses = self.rpn(features, images.image_sizes, targets)
+        roi_losses = self.roi_heads(features, proposals, images.image_sizes, targets)
+        return {**rpn_losses, **roi_losses}
+
+    @torch.no_grad()
+    def inference(self, batched_inputs: list[dict]) -> list[dict[str, Tensor]]:
+        """Per image ``pred_boxes`` (D, 4) in original pixels, ``scores`` (D,), ``pred_classes`` (D,)."""
+        images = self.preprocess(batched_inputs)
+        features = self.backbone(images.tensor)
+        proposals, _, _ = self.rpn(features, images.image_sizes)
+        results = self.roi_heads(features, proposals, images.image_sizes)
+        return [postprocess(r, x, hw) for r, x, hw in zip(results, batched_inputs, images.image_sizes)]
+
+
+def postprocess(result: dict[str, Tensor], inputs: dict, input_hw: tuple[int, int]) -> dict[str, Tensor]:
+    """Map boxes from the network input size back to ``inputs['height'] x inputs['width']``."""
+    out_h = int(inputs.get("height", input_hw[0]))
+    out_w = int(inputs.get("width", input_hw[1]))
+    boxes = scale_boxes(result["pred_boxes"], (out_w / input_hw[1], out_h / input_hw[0]))
+    result = {**result, "pred_boxes": clip_boxes(boxes, (out_h, out_w))}
+    return nonempty_detections(result)

@@ -1,0 +1,154 @@
+"""The prediction API: ``Detector.from_config(...).predict(bgr_image)``."""
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from detectres.config import build_model, compose_config, resolve_device
+from detectres.data.transforms import shortest_edge_size
+from detectres.engine.checkpoint import load_checkpoint
+from detectres.utils.visualizer import draw_detections
+from detectres.weights.loading import extract_state_dict, load_state_dict_checked
+
+
+class Detector:
+    """A model in eval mode plus its test-time resize and class names.
+
+    ``predict`` takes one HxWx3 uint8 BGR image (as ``cv2.imread`` gives) and returns numpy
+    ``boxes`` (N, 4) XYXY in the image's own pixels, ``scores`` (N,), ``labels`` (N,) in 0..K-1
+    and ``class_names`` (N names, one per detection), highest score first.
+    """
+
+    def __init__(self, model: torch.nn.Module, *, class_names: list[str], min_size: int, max_size: int,
+                 amp: bool = False):
+        if len(class_names) != model.num_classes:
+            raise ValueError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
+        self.model = model.eval()
+        self.class_names = list(class_names)
+        self.min_size = int(min_size)
+        self.max_size = int(max_size)
+        self.amp = amp
+
+    @classmethod
+    def from_config(cls, name_or_cfg: str | DictConfig = "quickstart", weights: str | None = None,
+                    overrides: list[str] | tuple[str, ...] = (), device: str = "auto",
+                    class_names: list[str] | None = None) -> "Detector":
+        """Build from a model config name (``configs/model/NAME.yaml``) or a composed config, and load
+        ``weights`` (a detectres checkpoint or state_dict).
+
+        Class names come from ``class_names``, else the checkpoint, else the config's dataset.
+        """
+        if isinstance(name_or_cfg, str):
+            cfg = compose_config("train", [f"model={name_or_cfg}", *overrides])
+        else:
+            cfg = OmegaConf.merge(name_or_cfg, OmegaConf.from_dotlist(list(overrides)))
+        state = load_checkpoint(weights) if weights else None
+        if class_names is None:
+            class_names = (state or {}).get("class_names") or dataset_class_names(cfg)
+        model = build_model(cfg.model, num_classes=len(class_names))
+        if state is not None:
+            load_state_dict_checked(model, extract_state_dict(state), source=weights)
+        model.to(resolve_device(device))
+        return cls(model, class_names=class_names, min_size=cfg.input.min_size_test,
+                   max_size=cfg.input.max_size_test, amp=bool(cfg.get("amp", False)))
+
+    @classmethod
+    def from_checkpoint(cls, path: str, overrides: list[str] | tuple[str, ...] = (),
+                        device: str = "auto") -> "Detector":
+        """Rebuild exactly the model a detectres training run saved (config and classes inside)."""
+        state = load_checkpoint(path)
+        if "config" not in state:
+            raise ValueError(f"{path} carries no config; use Detector.from_config(name, weights=path)")
+        cfg = OmegaConf.merge(OmegaConf.create(state["config"]), OmegaConf.from_dotlist(list(overrides)))
+        return cls.from_config(cfg, weights=path, device=device, class_names=state.get("class_names"))
+
+    @torch.no_grad()
+    def predict(self, image: np.ndarray) -> dict:
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            got = f"{type(image).__name__} {getattr(image, 'shape', '')} {getattr(image, 'dtype', '')}"
+            raise ValueError(f"predict expects an HxWx3 uint8 BGR numpy array, got {got}")
+        h, w = image.shape[:2]
+        new_h, new_w = shortest_edge_size(h, w, self.min_size, self.max_size)
+        resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR) if (new_h, new_w) != (h, w) \
+            else image
+        tensor = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+        device_type = self.model.pixel_mean.device.type
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.amp):
+            out = self.model([{"image": tensor, "height": h, "width": w}])[0]
+        labels = out["pred_classes"].cpu().numpy()
+        return {
+            "boxes": out["pred_boxes"].float().cpu().numpy(),
+            "scores": out["scores"].float().cpu().numpy(),
+            "labels": labels,
+            "class_names": [self.class_names[i] for i in labels],
+        }
+
+    def draw(self, image: np.ndarray, prediction: dict | None = None, score_thresh: float = 0.5) -> np.ndarray:
+        """The image with detections drawn (predicts first unless ``prediction`` is given)."""
+        p = prediction if prediction is not None else self.predict(image)
+        return draw_detections(image, p["boxes"], p["scores"], p["labels"], self.class_names, score_thresh)
+
+
+def dataset_class_names(cfg: DictConfig) -> list[str]:
+    """Class names from the config: ``data.class_names`` if given, else the training annotation file."""
+    names = cfg.data.get("class_names")
+    if names:
+        return list(names)
+    from detectres.data.build import prepare_data
+    from detectres.data.datasets.coco import load_coco
+
+    prepare_data(cfg.data)
+    ann_file = cfg.data.train.ann_file
+    coco = load_coco(ann_file)
+    return [c["name"] for c in sorted(coco.loadCats(coco.getCatIds()), key=lambda c: c["id"])]
+
+
+def read_image(path: str) -> np.ndarray:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image not found: {path}")
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"cannot decode image {path}: the file is corrupt or not an image")
+    return image
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(path: str, max_images: int = 0) -> list[str]:
+    if os.path.isdir(path):
+        files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
+        if not files:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
+        return files[:max_images] if max_images > 0 else files
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"input not found: {path}")
+    return [path]
+
+
+def predict_to_files(checkpoint: str, input_path: str | None, output_dir: str | None, *,
+                     score_thresh: float = 0.5, max_images: int = 8, device: str = "auto") -> list[str]:
+    """Draw the detections of ``checkpoint`` on each input image; returns the written paths.
+
+    ``input_path`` None means the validation images of the data the checkpoint was trained on.
+    """
+    detector = Detector.from_checkpoint(checkpoint, device=device)
+    if input_path is None:
+        state_cfg = OmegaConf.create(load_checkpoint(checkpoint)["config"])
+        input_path = state_cfg.data.val.image_dir
+    output_dir = output_dir or os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "predictions")
+    os.makedirs(output_dir, exist_ok=True)
+    written = []
+    for path in list_images(input_path, max_images):
+        image = read_image(path)
+        prediction = detector.predict(image)
+        out_path = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0] + ".jpg")
+        cv2.imwrite(out_path, detector.draw(image, prediction, score_thresh))
+        kept = int((prediction["scores"] >= score_thresh).sum())
+        print(f"{path}: {kept} detections with score >= {score_thresh} -> {out_path}")
+        written.append(out_path)
+    return written
