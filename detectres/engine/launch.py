@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 
@@ -32,9 +33,15 @@ def seed_everything(seed: int) -> None:
 
 
 def write_eval_json(results: dict, path: str) -> None:
+    """Numbers in percent; undefined ones (e.g. APl with no large objects) become null, not NaN."""
+    def clean(v):
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        return None if isinstance(v, float) and math.isnan(v) else v
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(results, f, indent=2)
+        json.dump(clean(results), f, indent=2)
 
 
 def print_summary(results: dict) -> None:

@@ -1,0 +1,61 @@
+"""The command-line tools, run as a user runs them (subprocesses) on a tiny trained model."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from detectres.config import PROJECT_ROOT, compose_config
+from detectres.engine.launch import train_from_config
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def run_tool(script, *args):
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / "tools" / script), *args], capture_output=True,
+                          text=True, env=ENV, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, shapes_overrides):
+    out = str(tmp_path_factory.mktemp("trained"))
+    train_from_config(compose_config("train", [*shapes_overrides, f"output_dir={out}", "solver.ims_per_batch=2",
+                                               "solver.max_iter=2", "solver.warmup_iters=1", "solver.steps=[1]",
+                                               "vis_images=0", "num_threads=1"]))
+    return out
+
+
+def test_test_net_rebuilds_from_checkpoint_alone(trained, tmp_path):
+    ckpt = os.path.join(trained, "model_final.pth")
+    res = run_tool("test_net.py", f"checkpoint={ckpt}", f"output_dir={tmp_path}",
+                   "model.roi_heads.score_thresh=0.0",
+                   "model.roi_heads.detections_per_image=7", "num_threads=1")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Average Precision  (AP) @[ IoU=0.50      | area=   all | maxDets=100 ]" in res.stdout
+    assert "Per-category bbox AP" in res.stdout
+    numbers = json.load(open(tmp_path / "eval.json"))
+    assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "per_class"} <= set(numbers)
+    detections = json.load(open(tmp_path / "coco_instances_results.json"))
+    assert detections and {d["category_id"] for d in detections} <= {1, 2, 3}
+    per_image = {}
+    for d in detections:
+        per_image[d["image_id"]] = per_image.get(d["image_id"], 0) + 1
+    assert set(per_image.values()) == {7}  # the overrides reached the checkpoint's model
+
+
+def test_test_net_errors_are_clear(tmp_path):
+    res = run_tool("test_net.py", f"checkpoint={tmp_path / 'missing.pth'}")
+    assert res.returncode != 0 and "checkpoint not found" in res.stderr
+    res = run_tool("test_net.py", "checkpoint=x.pth", "solver.max_iters=3")
+    assert res.returncode != 0 and "solver.max_iters" in res.stderr
+
+
+def test_predict_writes_images(trained, tmp_path):
+    ckpt = os.path.join(trained, "model_final.pth")
+    res = run_tool("predict.py", f"checkpoint={ckpt}", f"output_dir={tmp_path}", "max_images=2", "score_thresh=0.0")
+    assert res.returncode == 0, res.stderr[-2000:]
+    written = sorted(os.listdir(tmp_path))
+    assert written == ["000000.jpg", "000001.jpg"]
+    res = run_tool("predict.py", f"checkpoint={ckpt}", f"input={tmp_path / 'nope.png'}")
+    assert res.returncode != 0 and "input not found" in res.stderr
