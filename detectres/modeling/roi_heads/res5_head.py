@@ -47,10 +47,11 @@ class Res5ROIHeads(nn.Module):
         self.nms_thresh = nms_thresh
         self.detections_per_image = detections_per_image
         self.smooth_l1_beta = smooth_l1_beta
+        self.memory_format = torch.contiguous_format  # the detector sets channels_last when it uses it
 
     def box_features(self, features: Tensor, boxes: list[Tensor]) -> Tensor:
         """(N, C, H, W) res4 features and N lists of boxes -> (R, D) pooled res5 features."""
-        x = self.res5(self.pooler(features, boxes))
+        x = self.res5(self.pooler(features, boxes).contiguous(memory_format=self.memory_format))
         return x.mean(dim=(2, 3))
 
     def forward_with_given_boxes(self, features: Tensor, boxes: list[Tensor]) -> tuple[Tensor, Tensor]:

@@ -1,0 +1,179 @@
+"""Speed of detectres against the same C4 model assembled from torchvision's Faster R-CNN parts.
+
+Both models: ResNet-50 (stride on the 3x3, FrozenBN, stem + res2 frozen) cut after layer3/res4,
+15 anchors (sizes 32..512 x ratios 0.5/1/2), 14x14 RoIAlign, layer4/res5 + average pool as the box
+head, 81 classes, RPN 12000/2000 proposals (train) and 6000/300 (test), 512 RoIs per image,
+the same input size and the same deterministic weight rules (real proposals, not an empty RPN).
+Timings are interleaved so drift (thermal, other processes) hits both alike.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from collections import OrderedDict
+
+import cv2
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.detection import FasterRCNN as TVFasterRCNN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.rpn import AnchorGenerator as TVAnchorGenerator
+from torchvision.ops import FrozenBatchNorm2d as TVFrozenBN
+from torchvision.ops import MultiScaleRoIAlign
+
+from detectres.config import build_model, compose_config
+from detectres.data.transforms import shortest_edge_size
+from detectres.modeling.backbones.norm import FrozenBatchNorm2d
+from detectres.weights.torchvision import IMAGENET_RGB_MEAN, IMAGENET_RGB_STD
+
+
+@torch.no_grad()
+def init_weights(model: nn.Module, seed: int = 0) -> None:
+    """The Detectron2 fixture's rules: FrozenBN U(0.2,0.6)/N(0,.05)/N(0,.05)/U(0.8,1.2), He-normal
+    convs, RPN output convs std 0.01, Linear std 0.01 (box deltas 0.001), zero biases."""
+    g = torch.Generator().manual_seed(seed)
+    for name, m in model.named_modules():
+        if isinstance(m, (FrozenBatchNorm2d, TVFrozenBN)):
+            n = m.weight.numel()
+            m.weight.copy_(0.2 + 0.4 * torch.rand(n, generator=g))
+            m.bias.copy_(0.05 * torch.randn(n, generator=g))
+            m.running_mean.copy_(0.05 * torch.randn(n, generator=g))
+            m.running_var.copy_(0.8 + 0.4 * torch.rand(n, generator=g))
+        elif isinstance(m, nn.Conv2d):
+            fan_in = m.weight[0].numel()
+            rpn_out = any(k in name for k in ("objectness_logits", "anchor_deltas", "cls_logits", "rpn.head.bbox_pred"))
+            std = 0.01 if rpn_out else (2.0 / fan_in) ** 0.5
+            m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
+            if m.bias is not None:
+                m.bias.zero_()
+        elif isinstance(m, nn.Linear):
+            std = 0.001 if "bbox_pred" in name else 0.01
+            m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
+            m.bias.zero_()
+
+
+class Layer4Head(nn.Module):
+    def __init__(self, layer4: nn.Module):
+        super().__init__()
+        self.layer4 = layer4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer4(x).mean(dim=(2, 3))
+
+
+def build_torchvision_c4(min_size: int, max_size: int) -> TVFasterRCNN:
+    resnet = torchvision.models.resnet50(weights=None, norm_layer=TVFrozenBN)
+    body = nn.Sequential(OrderedDict(
+        (k, getattr(resnet, k)) for k in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3")))
+    for p in [*resnet.conv1.parameters(), *resnet.layer1.parameters()]:
+        p.requires_grad_(False)  # freeze_at=2, as the detectres model
+    body.out_channels = 1024
+    return TVFasterRCNN(
+        body, num_classes=None, min_size=min_size, max_size=max_size,
+        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+        rpn_anchor_generator=TVAnchorGenerator(sizes=((32, 64, 128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),)),
+        rpn_pre_nms_top_n_train=12000, rpn_post_nms_top_n_train=2000,
+        rpn_pre_nms_top_n_test=6000, rpn_post_nms_top_n_test=300,
+        box_roi_pool=MultiScaleRoIAlign(["0"], output_size=14, sampling_ratio=0),
+        box_head=Layer4Head(resnet.layer4), box_predictor=FastRCNNPredictor(2048, 81),
+        box_batch_size_per_image=512,
+        size_divisible=1,  # no padding to /32: the same input size as detectres (C4 needs none)
+    )
+
+
+def build_detectres_c4(channels_last: bool = True) -> nn.Module:
+    cfg = compose_config("train", [
+        "model=r50_c4", "model.backbone.stride_in_1x1=false", "model.input_format=RGB",
+        f"model.pixel_mean={IMAGENET_RGB_MEAN}", f"model.pixel_std={IMAGENET_RGB_STD}",
+        f"model.channels_last={str(channels_last).lower()}"])
+    return build_model(cfg.model, num_classes=80)
+
+
+def sample_inputs(image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, min_size: int, max_size: int):
+    """The same resized image and targets in each model's input convention."""
+    h, w = image.shape[:2]
+    nh, nw = shortest_edge_size(h, w, min_size, max_size)
+    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    scaled = torch.as_tensor(boxes, dtype=torch.float32) * torch.tensor([nw / w, nh / h, nw / w, nh / h])
+    ours = {"image": torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1))),
+            "gt_boxes": scaled, "gt_classes": torch.as_tensor(classes, dtype=torch.long)}
+    rgb = torch.from_numpy(np.ascontiguousarray(resized[:, :, ::-1].transpose(2, 0, 1))).float() / 255.0
+    theirs = (rgb, {"boxes": scaled.clone(), "labels": torch.as_tensor(classes, dtype=torch.long) + 1})
+    return ours, theirs
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def make_steps(ours: nn.Module, theirs: nn.Module, ours_in: dict, theirs_in: tuple, amp: bool):
+    opt_ours = torch.optim.SGD([p for p in ours.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+    opt_theirs = torch.optim.SGD([p for p in theirs.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+
+    def step(model, opt, loss_fn):
+        model.train()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss = sum(loss_fn().values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def infer(model, fn):
+        model.eval()
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            return fn()
+
+    return {
+        ("train", "detectres"): lambda: step(ours, opt_ours, lambda: ours([ours_in])),
+        ("train", "torchvision"): lambda: step(theirs, opt_theirs, lambda: theirs([theirs_in[0]], [theirs_in[1]])),
+        ("inference", "detectres"): lambda: infer(ours, lambda: ours([ours_in])),
+        ("inference", "torchvision"): lambda: infer(theirs, lambda: theirs([theirs_in[0]])),
+    }
+
+
+def run_benchmark(*, image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, min_size: int, max_size: int,
+                  rounds: int, warmup: int = 1, amp: bool = False, log=print) -> dict:
+    """Median seconds per training iteration and per inference image for both models, and ratios."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    torch.manual_seed(0)
+    ours, theirs = build_detectres_c4(), build_torchvision_c4(min_size, max_size)
+    init_weights(ours, seed=0)
+    init_weights(theirs, seed=0)
+    ours_in, theirs_in = sample_inputs(image, boxes, classes, min_size, max_size)
+    steps = make_steps(ours, theirs, ours_in, theirs_in, amp)
+    n_ours, n_theirs = count_proposals(ours, steps[("inference", "detectres")]), \
+        count_proposals(theirs, steps[("inference", "torchvision")])
+    log(f"input {tuple(ours_in['image'].shape[1:])}; test proposals per image: detectres {n_ours}, "
+        f"torchvision {n_theirs}")
+    for _ in range(warmup):
+        for fn in steps.values():
+            fn()
+    times: dict = {k: [] for k in steps}
+    for r in range(rounds):
+        for key, fn in steps.items():  # interleaved: each round runs all four once
+            times[key].append(timed(fn))
+        log(f"round {r + 1}/{rounds}: " + ", ".join(f"{k[0]} {k[1]} {v[-1]:.3f}s" for k, v in times.items()))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "train_detectres": med[("train", "detectres")], "train_torchvision": med[("train", "torchvision")],
+        "inference_detectres": med[("inference", "detectres")],
+        "inference_torchvision": med[("inference", "torchvision")],
+        "train_ratio": med[("train", "detectres")] / med[("train", "torchvision")],
+        "inference_ratio": med[("inference", "detectres")] / med[("inference", "torchvision")],
+    }
+
+
+def count_proposals(model: nn.Module, infer) -> int:
+    """Proposals reaching the RoI head in one inference (both heads take them as 2nd argument)."""
+    seen = []
+    handle = model.roi_heads.register_forward_pre_hook(lambda m, args: seen.append(len(args[1][0])))
+    try:
+        infer()
+    finally:
+        handle.remove()
+    return seen[0]

@@ -1,0 +1,44 @@
+#!/usr/bin/env python
+"""Seconds per training iteration and per inference image: detectres R50-C4 vs torchvision's parts.
+
+    python tools/benchmark.py [min_size=480] [rounds=3]
+
+Ends with `train ratio detectres/torchvision: X.XX` and `inference ratio detectres/torchvision: X.XX`.
+"""
+import os
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from detectres.config import CONFIG_DIR
+from detectres.data.datasets.coco import load_coco
+from detectres.predictor import read_image
+from detectres.utils.benchmark import run_benchmark
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="benchmark", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    torch.set_num_threads(cfg.num_threads or os.cpu_count() or 1)
+    image = read_image(cfg.image)
+    coco = load_coco(cfg.ann_file)
+    name = os.path.basename(cfg.image)
+    img_id = next(i for i, info in coco.imgs.items() if info["file_name"] == name)
+    cat_ids = sorted(coco.getCatIds())
+    anns = coco.imgToAnns[img_id]
+    boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                      for a in anns], np.float32).reshape(-1, 4)
+    classes = np.array([cat_ids.index(a["category_id"]) for a in anns], np.int64)
+    print(f"{torch.__version__=} {torch.get_num_threads()=} device=cpu fp32={not cfg.amp}")
+    r = run_benchmark(image=image, boxes=boxes, classes=classes, min_size=cfg.min_size, max_size=cfg.max_size,
+                      rounds=cfg.rounds, warmup=cfg.warmup, amp=cfg.amp)
+    print(f"{'':<22}{'detectres':>12}{'torchvision':>13}")
+    print(f"{'train s/iter':<22}{r['train_detectres']:>12.3f}{r['train_torchvision']:>13.3f}")
+    print(f"{'inference s/img':<22}{r['inference_detectres']:>12.3f}{r['inference_torchvision']:>13.3f}")
+    print(f"train ratio detectres/torchvision: {r['train_ratio']:.2f}")
+    print(f"inference ratio detectres/torchvision: {r['inference_ratio']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
