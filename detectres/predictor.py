@@ -12,7 +12,7 @@ from detectres.config import build_model, compose_config, resolve_device
 from detectres.data.transforms import shortest_edge_size
 from detectres.engine.checkpoint import load_checkpoint
 from detectres.utils.visualizer import draw_detections
-from detectres.weights.loading import extract_state_dict, load_state_dict_checked
+from detectres.weights.loading import load_weights_into, read_weights
 
 
 class Detector:
@@ -46,12 +46,12 @@ class Detector:
             cfg = compose_config("train", [f"model={name_or_cfg}", *overrides])
         else:
             cfg = OmegaConf.merge(name_or_cfg, OmegaConf.from_dotlist(list(overrides)))
-        state = load_checkpoint(weights) if weights else None
+        loaded = read_weights(weights) if weights else None
         if class_names is None:
-            class_names = (state or {}).get("class_names") or dataset_class_names(cfg)
+            class_names = (loaded.class_names if loaded else None) or dataset_class_names(cfg)
         model = build_model(cfg.model, num_classes=len(class_names))
-        if state is not None:
-            load_state_dict_checked(model, extract_state_dict(state), source=weights)
+        if loaded is not None:
+            load_weights_into(model, loaded, source=weights)
         model.to(resolve_device(device))
         return cls(model, class_names=class_names, min_size=cfg.input.min_size_test,
                    max_size=cfg.input.max_size_test, amp=bool(cfg.get("amp", False)))

@@ -1,36 +1,159 @@
-"""Load a detectres checkpoint or a plain state_dict into a model, reporting every mismatch by name."""
+"""Read any supported weight file into detectres names, check it fits the model, and load it.
+
+Formats: ``detectres`` (checkpoints written by training or ``tools/convert_weights.py``),
+``torchvision`` (ImageNet ResNet state_dicts), ``msra`` (Caffe2 ImageNet ResNet pickles) and
+``detectron2`` (model-zoo ``.pkl`` and Detectron2 ``.pth`` Faster R-CNN C4 checkpoints).
+``.pth`` files are read with ``torch.load(weights_only=True)``, ``.pkl`` files with a restricted
+unpickler: no file can run code while it is read.
+"""
 from __future__ import annotations
 
 import logging
+import os
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from detectres.data.datasets.coco_names import COCO_CLASSES
 from detectres.engine.checkpoint import load_checkpoint
+from detectres.weights.detectron2 import convert_detectron2, is_detectron2_state
+from detectres.weights.msra import MSRA_BGR_MEAN, MSRA_STD, convert_msra_resnet
+from detectres.weights.safe_pickle import safe_load_pickle
+from detectres.weights.torchvision import (
+    IMAGENET_RGB_MEAN, IMAGENET_RGB_STD, convert_torchvision_resnet, split_for_c4,
+)
 
 logger = logging.getLogger(__name__)
+
+FORMATS = ("detectres", "torchvision", "msra", "detectron2")
+BACKBONE_FORMATS = ("torchvision", "msra")
+
+# The input each format's weights expect, and the backbone form they were trained with.
+CONVENTIONS = {
+    "torchvision": {"input_format": "RGB", "pixel_mean": IMAGENET_RGB_MEAN, "pixel_std": IMAGENET_RGB_STD,
+                    "stride_in_1x1": False},
+    "msra": {"input_format": "BGR", "pixel_mean": MSRA_BGR_MEAN, "pixel_std": MSRA_STD, "stride_in_1x1": True},
+    "detectron2": {"input_format": "BGR", "pixel_mean": MSRA_BGR_MEAN, "pixel_std": MSRA_STD,
+                   "stride_in_1x1": True},
+}
 
 
 class WeightsMismatchError(ValueError):
     pass
 
 
-def extract_state_dict(obj: dict) -> dict[str, torch.Tensor]:
-    """A detectres checkpoint keeps its weights under ``model``; a plain state_dict is itself."""
-    if isinstance(obj.get("model"), dict):
-        return obj["model"]
-    return obj
+@dataclass
+class Weights:
+    """A weight file in detectres detector names, with what it expects of the model."""
+
+    state_dict: dict[str, torch.Tensor]
+    format: str
+    meta: dict = field(default_factory=dict)   # input_format, pixel_mean, pixel_std, stride_in_1x1
+    class_names: list[str] | None = None
+    config: dict | None = None
+
+    @property
+    def backbone_only(self) -> bool:
+        return self.meta.get("backbone_only", self.format in BACKBONE_FORMATS)
+
+
+def read_raw(path: str):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if path.endswith(".pkl"):
+        return safe_load_pickle(path)
+    return load_checkpoint(path)
+
+
+def detect_format(obj, path: str) -> str:
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a dict of weights, found {type(obj).__name__}")
+    inner = obj.get("model") if isinstance(obj.get("model"), dict) else None
+    if "config" in obj or "meta" in obj:
+        return "detectres"
+    if inner is not None and is_detectron2_state(inner):
+        return "detectron2"
+    if inner is not None:
+        return "detectres"
+    if "conv1_w" in obj or "blobs" in obj:
+        return "msra"
+    if "conv1.weight" in obj and any(k.startswith("layer1.") for k in obj):
+        return "torchvision"
+    if is_detectron2_state(obj):
+        return "detectron2"
+    if any(k.startswith("backbone.") for k in obj):
+        return "detectres"
+    raise ValueError(f"{path}: cannot tell the weight format (not detectres, torchvision, MSRA or Detectron2); "
+                     f"first keys: {list(obj)[:5]}")
+
+
+def read_weights(path: str, format: str | None = None) -> Weights:
+    """Read ``path`` in ``format`` (detected from the contents when None) into detectres names."""
+    obj = read_raw(path)
+    fmt = format or detect_format(obj, path)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown weight format {fmt!r}; expected one of {FORMATS}")
+    if fmt == "torchvision":
+        return Weights(split_for_c4(convert_torchvision_resnet(obj)), fmt, dict(CONVENTIONS[fmt]))
+    if fmt == "msra":
+        return Weights(split_for_c4(convert_msra_resnet(obj)), fmt, dict(CONVENTIONS[fmt]))
+    if fmt == "detectron2":
+        state = convert_detectron2(obj["model"] if isinstance(obj.get("model"), dict) else obj)
+        cls = state.get("roi_heads.box_predictor.cls_score.weight")
+        names = list(COCO_CLASSES) if cls is not None and cls.shape[0] == len(COCO_CLASSES) + 1 else None
+        return Weights(state, fmt, dict(CONVENTIONS[fmt]), class_names=names)
+    state = obj["model"] if isinstance(obj.get("model"), dict) else obj
+    meta = dict(obj.get("meta") or {})
+    config = obj.get("config")
+    if config and "model" in config:
+        for key in ("input_format", "pixel_mean", "pixel_std"):
+            meta.setdefault(key, config["model"].get(key))
+    return Weights(state, "detectres", meta, obj.get("class_names"), config)
+
+
+def model_conventions(model: nn.Module) -> dict:
+    return {
+        "input_format": model.input_format,
+        "pixel_mean": model.pixel_mean.flatten().tolist(),
+        "pixel_std": model.pixel_std.flatten().tolist(),
+        "stride_in_1x1": getattr(model.backbone, "stride_in_1x1", None),
+    }
+
+
+def check_conventions(model: nn.Module, weights: Weights, source: str) -> None:
+    """Refuse weights whose input format, normalisation or backbone form differ from the model's."""
+    ours = model_conventions(model)
+    problems = []
+    for key in ("input_format", "pixel_mean", "pixel_std", "stride_in_1x1"):
+        want = weights.meta.get(key)
+        have = ours[key]
+        if want is None or have is None:
+            continue
+        same = want == have if isinstance(want, (str, bool)) else torch.allclose(
+            torch.tensor(want, dtype=torch.float32), torch.tensor(have, dtype=torch.float32), atol=1e-3)
+        if not same:
+            problems.append(f"{key}: weights expect {want}, model has {have}")
+    if problems:
+        hint = {"torchvision": "model=r50_c4_tv (or r101_c4_tv)", "msra": "model=r50_c4 (or r101_c4)",
+                "detectron2": "model=r50_c4 (or r101_c4)"}.get(weights.format, "a matching model config")
+        raise WeightsMismatchError(
+            f"{source} ({weights.format} weights) do not match the model's input conventions:\n  "
+            + "\n  ".join(problems) + f"\nUse {hint}, or set model.input_format / pixel_mean / pixel_std / "
+            "backbone.stride_in_1x1 to what the weights were trained with.")
 
 
 def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor], *, strict: bool = True,
-                            source: str = "weights") -> dict[str, list[str]]:
+                            source: str = "weights", expected_missing: tuple[str, ...] = ()) -> dict[str, list[str]]:
     """Copy matching tensors into ``model``.
 
-    Strict (default): any missing, unexpected or shape-mismatched key raises, naming the keys.
+    Strict (default): any missing, unexpected or shape-mismatched key raises, naming the keys
+    (keys starting with ``expected_missing`` may be absent: the heads of a backbone-only file).
     Not strict: mismatched shapes are skipped (e.g. a new class count) and everything is logged.
     """
     own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
+    missing = [k for k in own if k not in state_dict and not k.startswith(expected_missing)]
+    fresh = [k for k in own if k not in state_dict and k.startswith(expected_missing)]
     unexpected = [k for k in state_dict if k not in own]
     shape_mismatch = [
         f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
@@ -40,17 +163,26 @@ def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor
     problems = [f"{name} ({len(keys)}): {', '.join(keys[:20])}{' ...' if len(keys) > 20 else ''}"
                 for name, keys in report.items() if keys]
     if problems and strict:
-        raise WeightsMismatchError(f"{source} do not fit the model (pass strict=False for a partial load):\n  "
-                                   + "\n  ".join(problems))
+        raise WeightsMismatchError(f"{source} do not fit the model (pass strict=False / strict_weights=false "
+                                   "for a partial load):\n  " + "\n  ".join(problems))
     for line in problems:
         logger.warning("%s: %s", source, line)
+    if fresh:
+        logger.info("%s: %d keys not in the file keep their initialisation (%s ...)", source, len(fresh), fresh[0])
     bad = {k.split(":")[0] for k in shape_mismatch}
     usable = {k: v for k, v in state_dict.items() if k in own and k not in bad}
     model.load_state_dict(usable, strict=False)
-    return report
+    return {**report, "initialised": fresh}
 
 
-def load_model_weights(model: nn.Module, path: str, *, strict: bool = True) -> dict[str, list[str]]:
-    """Load ``path`` (a detectres checkpoint or a state_dict saved with torch.save) into ``model``."""
-    state = extract_state_dict(load_checkpoint(path))
-    return load_state_dict_checked(model, state, strict=strict, source=path)
+def load_weights_into(model: nn.Module, weights: Weights, *, strict: bool = True, source: str = "weights"):
+    check_conventions(model, weights, source)
+    expected_missing = ("rpn.", "roi_heads.box_predictor.") if weights.backbone_only else ()
+    return load_state_dict_checked(model, weights.state_dict, strict=strict, source=source,
+                                   expected_missing=expected_missing)
+
+
+def load_model_weights(model: nn.Module, path: str, *, strict: bool = True, format: str | None = None):
+    """Load ``path`` (any supported format) into ``model``; returns the per-key report."""
+    return load_weights_into(model, read_weights(path, format), strict=strict, source=path)
+

@@ -182,6 +182,7 @@ class ResNet(nn.Module):
         block = {("basic", False): BasicBlock, ("basic", True): PreActBasicBlock,
                  ("bottleneck", False): Bottleneck, ("bottleneck", True): PreActBottleneck}[(kind, preact)]
         self.preact = preact
+        self.stride_in_1x1 = stride_in_1x1 if kind == "bottleneck" else None
         self.stem = Stem(in_channels=in_channels, out_channels=stem_channels, norm=norm, preact=preact)
         self.out_channels = {"stem": stem_channels}
         self.strides = {"stem": 4}
@@ -224,6 +225,7 @@ class ResNetTrunk(nn.Module):
         for name in names:
             self.add_module(name, getattr(resnet, name))
         self.stage_names = names
+        self.stride_in_1x1 = resnet.stride_in_1x1
         self.out_channels = resnet.out_channels[out_stage]
         self.stride = resnet.strides[out_stage]
 
