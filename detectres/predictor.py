@@ -9,7 +9,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from detectres.config import build_model, compose_config, resolve_device
-from detectres.data.transforms import shortest_edge_size
+from detectres.data.transforms import resize_image, shortest_edge_size
 from detectres.engine.checkpoint import load_checkpoint
 from detectres.utils.visualizer import draw_detections
 from detectres.weights.loading import load_weights_into, read_weights
@@ -24,13 +24,14 @@ class Detector:
     """
 
     def __init__(self, model: torch.nn.Module, *, class_names: list[str], min_size: int, max_size: int,
-                 amp: bool = False):
+                 interpolation: str = "bilinear", amp: bool = False):
         if len(class_names) != model.num_classes:
             raise ValueError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
         self.model = model.eval()
         self.class_names = list(class_names)
         self.min_size = int(min_size)
         self.max_size = int(max_size)
+        self.interpolation = interpolation
         self.amp = amp
 
     @classmethod
@@ -54,7 +55,8 @@ class Detector:
             load_weights_into(model, loaded, source=weights)
         model.to(resolve_device(device))
         return cls(model, class_names=class_names, min_size=cfg.input.min_size_test,
-                   max_size=cfg.input.max_size_test, amp=bool(cfg.get("amp", False)))
+                   max_size=cfg.input.max_size_test, interpolation=cfg.input.get("interpolation", "bilinear"),
+                   amp=bool(cfg.get("amp", False)))
 
     @classmethod
     def from_checkpoint(cls, path: str, overrides: list[str] | tuple[str, ...] = (),
@@ -73,8 +75,7 @@ class Detector:
             raise ValueError(f"predict expects an HxWx3 uint8 BGR numpy array, got {got}")
         h, w = image.shape[:2]
         new_h, new_w = shortest_edge_size(h, w, self.min_size, self.max_size)
-        resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR) if (new_h, new_w) != (h, w) \
-            else image
+        resized = resize_image(image, (new_h, new_w), self.interpolation)
         tensor = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
         device_type = self.model.pixel_mean.device.type
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.amp):

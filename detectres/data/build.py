@@ -17,11 +17,12 @@ def prepare_data(data_cfg: DictConfig) -> None:
 
 def train_transforms(input_cfg: DictConfig):
     return build_transforms(short_edges=list(input_cfg.min_size_train), max_size=input_cfg.max_size_train,
-                            flip_prob=input_cfg.random_flip)
+                            flip_prob=input_cfg.random_flip, interpolation=input_cfg.interpolation)
 
 
 def test_transforms(input_cfg: DictConfig):
-    return build_transforms(short_edges=int(input_cfg.min_size_test), max_size=input_cfg.max_size_test)
+    return build_transforms(short_edges=int(input_cfg.min_size_test), max_size=input_cfg.max_size_test,
+                            interpolation=input_cfg.interpolation)
 
 
 def build_dataset(cfg: DictConfig, split: str) -> COCODataset:

@@ -11,6 +11,24 @@ from typing import Any
 import albumentations as A
 import cv2
 import numpy as np
+from PIL import Image
+
+INTERPOLATIONS = ("bilinear", "pil_bilinear")
+
+
+def resize_image(image: np.ndarray, out_hw: tuple[int, int], interpolation: str = "bilinear") -> np.ndarray:
+    """Resize an HxWxC uint8 image to ``out_hw``.
+
+    "bilinear" is OpenCV's INTER_LINEAR (fast); "pil_bilinear" is PIL's bilinear, bit-exact with
+    Detectron2's test-time resize (the two differ by at most 1 grey level).
+    """
+    if image.shape[:2] == tuple(out_hw):
+        return image
+    if interpolation == "pil_bilinear":
+        return np.asarray(Image.fromarray(image).resize((out_hw[1], out_hw[0]), Image.BILINEAR))
+    if interpolation == "bilinear":
+        return cv2.resize(image, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
+    raise ValueError(f"unknown interpolation {interpolation!r}; expected one of {INTERPOLATIONS}")
 
 
 def shortest_edge_size(height: int, width: int, short: int, max_size: int) -> tuple[int, int]:
@@ -26,7 +44,7 @@ class ResizeShortestEdge(A.DualTransform):
     """Resize so the shortest edge is one of ``short_edges`` (random choice when training) and the
     longest is at most ``max_size``."""
 
-    def __init__(self, short_edges: list[int] | int, max_size: int, interpolation: int = cv2.INTER_LINEAR,
+    def __init__(self, short_edges: list[int] | int, max_size: int, interpolation: str = "bilinear",
                  p: float = 1.0):
         super().__init__(p=p)
         self.short_edges = [short_edges] if isinstance(short_edges, int) else list(short_edges)
@@ -39,9 +57,7 @@ class ResizeShortestEdge(A.DualTransform):
         return {"out_hw": shortest_edge_size(height, width, short, self.max_size)}
 
     def apply(self, img: np.ndarray, out_hw: tuple[int, int] = (0, 0), **params: Any) -> np.ndarray:
-        if img.shape[:2] == tuple(out_hw):
-            return img
-        return cv2.resize(img, (out_hw[1], out_hw[0]), interpolation=self.interpolation)
+        return resize_image(img, out_hw, self.interpolation)
 
     def apply_to_bboxes(self, bboxes: np.ndarray, **params: Any) -> np.ndarray:
         return bboxes  # normalised coordinates do not change with a resize
@@ -50,9 +66,10 @@ class ResizeShortestEdge(A.DualTransform):
         return ("short_edges", "max_size", "interpolation")
 
 
-def build_transforms(*, short_edges: list[int] | int, max_size: int, flip_prob: float = 0.0) -> A.Compose:
+def build_transforms(*, short_edges: list[int] | int, max_size: int, flip_prob: float = 0.0,
+                     interpolation: str = "bilinear") -> A.Compose:
     """The training (``flip_prob`` 0.5, several sizes) or test (one size, no flip) pipeline."""
-    steps: list[A.BasicTransform] = [ResizeShortestEdge(short_edges, max_size)]
+    steps: list[A.BasicTransform] = [ResizeShortestEdge(short_edges, max_size, interpolation)]
     if flip_prob > 0:
         steps.append(A.HorizontalFlip(p=flip_prob))
     return A.Compose(

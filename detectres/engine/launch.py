@@ -15,13 +15,13 @@ from omegaconf import DictConfig, OmegaConf
 from detectres.config import build_model, resolve_device, set_threads, to_plain
 from detectres.data.build import build_dataset, build_loaders
 from detectres.data.loader import build_test_loader, build_train_loader
-from detectres.engine.checkpoint import Checkpointer, load_checkpoint
+from detectres.engine.checkpoint import Checkpointer
 from detectres.engine.hooks import LRScheduler, MetricsWriter, PeriodicCheckpointer, PeriodicEval, ProgressLogger
 from detectres.engine.solver import WarmupMultiStepLR, build_optimizer
 from detectres.engine.trainer import Trainer
 from detectres.evaluation.coco import evaluate_detector
 from detectres.utils.visualizer import draw_detections
-from detectres.weights import load_model_weights
+from detectres.weights import load_model_weights, load_weights_into, read_weights
 
 logger = logging.getLogger("detectres")
 
@@ -120,36 +120,44 @@ def draw_dataset_predictions(model, dataset, out_dir: str, count: int, score_thr
     return paths
 
 
-def config_from_checkpoint(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, dict]:
+def config_from_checkpoint(cfg: DictConfig, overrides: list[str], weights) -> DictConfig:
     """The checkpoint's own config with the command-line ``overrides`` carried over from ``cfg``."""
     from detectres.config import reapply_overrides
 
-    if not cfg.checkpoint:
-        raise ValueError("checkpoint=PATH is required (a detectres checkpoint, e.g. outputs/quickstart/model_final.pth)")
-    state = load_checkpoint(cfg.checkpoint)
-    if "config" not in state:
-        raise ValueError(f"{cfg.checkpoint} carries no config: it is not a detectres training checkpoint")
-    base = OmegaConf.create(state["config"])
+    if not weights.config:
+        raise ValueError(f"{cfg.checkpoint} carries no config: pass model=NAME model.weights={cfg.checkpoint} "
+                         "instead of checkpoint=")
     own_keys = ("checkpoint", "output_dir", "device", "num_threads", "amp", "vis_images")
-    merged = reapply_overrides(base, cfg, overrides, skip=own_keys)
+    merged = reapply_overrides(OmegaConf.create(weights.config), cfg, overrides, skip=own_keys)
     for key in own_keys:
         OmegaConf.update(merged, key, cfg.get(key), force_add=True)
-    return merged, state
+    return merged
 
 
 def evaluate_from_config(cfg: DictConfig, overrides: list[str]) -> dict:
-    """Evaluate a detectres checkpoint on its (or the overridden) validation set."""
-    cfg, state = config_from_checkpoint(cfg, overrides)
-    output_dir = cfg.output_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.checkpoint)), "eval")
+    """Evaluate ``checkpoint=PATH`` (a detectres checkpoint: its config is the base) or
+    ``model.weights=PATH`` (any supported format, with the composed config) on the val set."""
+    if cfg.checkpoint:
+        weights = read_weights(cfg.checkpoint)
+        cfg = config_from_checkpoint(cfg, overrides, weights)
+        source = cfg.checkpoint
+    elif cfg.model.get("weights"):
+        source = cfg.model.weights
+        weights = read_weights(source)
+    else:
+        raise ValueError("nothing to evaluate: pass checkpoint=PATH (a detectres checkpoint) or "
+                         "model=NAME model.weights=PATH")
+    output_dir = cfg.output_dir or os.path.join(os.path.dirname(os.path.abspath(source)), "eval")
     device = resolve_device(cfg.device)
     set_threads(cfg.num_threads, cfg.data.num_workers)
     dataset = build_dataset(cfg, "val")
-    class_names = state.get("class_names", dataset.class_names)
+    class_names = weights.class_names or dataset.class_names
     if list(class_names) != list(dataset.class_names):
-        raise ValueError(f"{cfg.checkpoint} was trained on classes {class_names} but {cfg.data.val.ann_file} "
+        raise ValueError(f"{source} was trained on classes {class_names} but {cfg.data.val.ann_file} "
                          f"lists {dataset.class_names}")
-    model = build_model(cfg.model, num_classes=len(class_names)).to(device)
-    model.load_state_dict(state["model"])
+    model = build_model(cfg.model, num_classes=len(class_names))
+    load_weights_into(model, weights, source=source)
+    model.to(device)
     loader = build_test_loader(dataset, num_workers=cfg.data.num_workers)
     results = evaluate_detector(model, loader, dataset, output_dir, autocast=cfg.amp)
     write_eval_json(results, os.path.join(output_dir, "eval.json"))

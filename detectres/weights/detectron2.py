@@ -28,7 +28,7 @@ def convert_detectron2(model_state: dict) -> dict[str, torch.Tensor]:
         new = rename_detectron2_key(key)
         if new is None:
             continue
-        tensor = torch.from_numpy(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value
+        tensor = torch.from_numpy(np.asarray(value, order="C")) if isinstance(value, np.ndarray) else value
         out[new] = tensor.float() if tensor.is_floating_point() else tensor
     return out
 

@@ -49,7 +49,7 @@ def convert_msra_resnet(blobs: dict) -> dict[str, torch.Tensor]:
     for key, value in blobs.items():
         new = rename_msra_key(key)
         if new is not None:
-            out[new] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+            out[new] = torch.from_numpy(np.asarray(value, dtype=np.float32, order="C"))
     for key in [k for k in out if k.endswith(".norm.weight")]:
         base = key[: -len("weight")]
         out.setdefault(base + "running_mean", torch.zeros_like(out[key]))

@@ -1,0 +1,42 @@
+"""Write any supported weight file as a detectres checkpoint (``tools/convert_weights.py``)."""
+from __future__ import annotations
+
+import re
+
+from detectres.config import compose_config, to_plain
+from detectres.engine.checkpoint import atomic_torch_save
+from detectres.weights.loading import FORMATS, read_weights
+
+RES4_BLOCKS_TO_DEPTH = {6: 50, 23: 101, 36: 152}
+
+
+def infer_model_name(state_dict: dict, fmt: str) -> str:
+    """``r{depth}_c4`` (``_tv`` for torchvision weights) from the number of res4 blocks."""
+    blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"backbone\.res4\.(\d+)\.", k))}
+    depth = RES4_BLOCKS_TO_DEPTH.get(len(blocks))
+    if depth is None:
+        raise ValueError(f"cannot tell the ResNet depth from {len(blocks)} res4 blocks; pass --model")
+    return f"r{depth}_c4" + ("_tv" if fmt == "torchvision" else "")
+
+
+def convert_file(src: str, dst: str, fmt: str, model: str | None = None) -> dict:
+    """Convert ``src`` (in ``fmt``) to a detectres checkpoint at ``dst``; returns what was written.
+
+    Detector weights (detectron2) carry a full config (``model``, COCO data when they have 80
+    classes) and class names, so ``tools/test_net.py checkpoint=DST`` runs them directly.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+    weights = read_weights(src, fmt)
+    name = model or infer_model_name(weights.state_dict, weights.format)
+    meta = {**weights.meta, "format": weights.format, "source": src, "backbone_only": weights.backbone_only}
+    out = {"model": weights.state_dict, "meta": meta, "model_name": name}
+    if not weights.backbone_only:
+        cls = weights.state_dict["roi_heads.box_predictor.cls_score.weight"]
+        overrides = [f"model={name}", f"model.num_classes={cls.shape[0] - 1}"]
+        if weights.class_names is not None:
+            overrides.append("data=coco")
+            out["class_names"] = weights.class_names
+        out["config"] = to_plain(compose_config("train", overrides))
+    atomic_torch_save(out, dst)
+    return out
