@@ -46,7 +46,7 @@ def test_test_net_rebuilds_from_checkpoint_alone(trained, tmp_path):
 
 def test_test_net_errors_are_clear(tmp_path):
     res = run_tool("test_net.py", f"checkpoint={tmp_path / 'missing.pth'}")
-    assert res.returncode != 0 and "checkpoint not found" in res.stderr
+    assert res.returncode != 0 and f"not found: {tmp_path / 'missing.pth'}" in res.stderr
     res = run_tool("test_net.py", "checkpoint=x.pth", "solver.max_iters=3")
     assert res.returncode != 0 and "solver.max_iters" in res.stderr
 
