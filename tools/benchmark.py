@@ -5,6 +5,7 @@
 
 Ends with `train ratio detectres/torchvision: X.XX` and `inference ratio detectres/torchvision: X.XX`.
 """
+import json
 import os
 
 import hydra
@@ -37,6 +38,10 @@ def main(cfg: DictConfig) -> None:
     print(f"{'train s/iter':<22}{r['train_detectres']:>12.3f}{r['train_torchvision']:>13.3f}")
     print(f"{'inference s/img':<22}{r['inference_detectres']:>12.3f}{r['inference_torchvision']:>13.3f}")
     print(f"train ratio detectres/torchvision: {r['train_ratio']:.2f}")
+    if cfg.output_dir:
+        os.makedirs(cfg.output_dir, exist_ok=True)
+        with open(os.path.join(cfg.output_dir, "benchmark.json"), "w") as f:
+            json.dump({**r, "min_size": cfg.min_size, "threads": torch.get_num_threads(), "amp": cfg.amp}, f, indent=2)
     print(f"inference ratio detectres/torchvision: {r['inference_ratio']:.2f}")
 
 
