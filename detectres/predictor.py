@@ -24,7 +24,7 @@ class Detector:
     """
 
     def __init__(self, model: torch.nn.Module, *, class_names: list[str], min_size: int, max_size: int,
-                 interpolation: str = "bilinear", amp: bool = False):
+                 interpolation: str = "bilinear", amp: bool = False, amp_dtype: torch.dtype = torch.bfloat16):
         if len(class_names) != model.num_classes:
             raise ValueError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
         self.model = model.eval()
@@ -33,6 +33,7 @@ class Detector:
         self.max_size = int(max_size)
         self.interpolation = interpolation
         self.amp = amp
+        self.amp_dtype = amp_dtype
 
     @classmethod
     def from_config(cls, name_or_cfg: str | DictConfig = "quickstart", weights: str | None = None,
@@ -78,7 +79,7 @@ class Detector:
         resized = resize_image(image, (new_h, new_w), self.interpolation)
         tensor = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
         device_type = self.model.pixel_mean.device.type
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.amp):
+        with torch.autocast(device_type, dtype=self.amp_dtype, enabled=self.amp):
             out = self.model([{"image": tensor, "height": h, "width": w}])[0]
         labels = out["pred_classes"].cpu().numpy()
         return {

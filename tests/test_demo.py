@@ -1,0 +1,185 @@
+"""The video demo end to end: a short video of moving shapes, a quickstart model trained on such frames."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from detectres.config import PROJECT_ROOT, compose_config
+from detectres.engine.launch import train_from_config
+from detectres.utils.pipeline import run_pipeline
+from detectres.utils.video import Frame
+
+SIZE = 160
+BOX = 44
+DEMO = str(PROJECT_ROOT / "demo" / "demo.py")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def scene(i: int) -> tuple[np.ndarray, list[tuple[int, list[int]]]]:
+    """Frame i: a rectangle moving right, a circle moving left, and i in binary along the bottom."""
+    img = np.full((SIZE, SIZE, 3), (90, 120, 60), np.uint8)
+    x = 10 + 3 * (i % 30)
+    cv2.rectangle(img, (x, 20), (x + BOX, 20 + BOX), (30, 30, 230), -1)
+    cx = 120 - 2 * (i % 30)
+    cv2.circle(img, (cx, 115), BOX // 2, (230, 200, 20), -1)
+    for bit in range(9):
+        value = 255 if (i >> bit) & 1 else 0
+        img[148:156, 4 + bit * 10:12 + bit * 10] = value
+    return img, [(1, [x, 20, x + BOX, 20 + BOX]), (0, [cx - BOX // 2, 93, cx + BOX // 2, 137])]
+
+
+def decode_index(img: np.ndarray) -> int:
+    return sum((1 << bit) for bit in range(9) if img[150:154, 6 + bit * 10:10 + bit * 10].mean() > 127)
+
+
+def write_video(path, count, fps=10.0):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (SIZE, SIZE))
+    for i in range(count):
+        writer.write(scene(i)[0])
+    writer.release()
+
+
+def read_video(path):
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
+    return frames, fps
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """The quickstart model, trained for 150 iterations on 30 frames of the scene (about 25 s)."""
+    root = tmp_path_factory.mktemp("scenes")
+    (root / "imgs").mkdir()
+    images, anns = [], []
+    for i in range(30):
+        img, objects = scene(i)
+        cv2.imwrite(str(root / "imgs" / f"{i:03d}.png"), img)
+        images.append({"id": i + 1, "file_name": f"{i:03d}.png", "width": SIZE, "height": SIZE})
+        for label, (x1, y1, x2, y2) in objects:
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": label + 1, "iscrowd": 0,
+                         "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
+    cats = [{"id": 1, "name": "circle"}, {"id": 2, "name": "rectangle"}]
+    (root / "ann.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    d = {"image_dir": root / "imgs", "ann_file": root / "ann.json"}
+    out = root / "run"
+    train_from_config(compose_config("train", [
+        "data=custom", f"data.train.image_dir={d['image_dir']}", f"data.train.ann_file={d['ann_file']}",
+        f"data.val.image_dir={d['image_dir']}", f"data.val.ann_file={d['ann_file']}", "data.num_workers=0",
+        f"output_dir={out}", "solver.max_iter=150", "solver.steps=[120]", "solver.warmup_iters=20",
+        "solver.ims_per_batch=4", f"input.min_size_train=[{SIZE}]", f"input.min_size_test={SIZE}", "vis_images=0",
+        "num_threads=2", "solver.checkpoint_period=0"]))
+    return str(out / "model_final.pth")
+
+
+def run_demo(*args, **kwargs):
+    return subprocess.run([sys.executable, DEMO, *args], capture_output=True, text=True, env=ENV, timeout=300,
+                          **kwargs)
+
+
+def perimeter_change(out: np.ndarray, ref: np.ndarray, box: list[int], band: int = 2) -> float:
+    """Mean absolute change along the box's outline (where a drawn box would be)."""
+    x1, y1, x2, y2 = box
+    mask = np.zeros(out.shape[:2], bool)
+    mask[max(0, y1 - band):y2 + band + 1, max(0, x1 - band):x2 + band + 1] = True
+    mask[y1 + band + 1:y2 - band, x1 + band + 1:x2 - band] = False
+    return float(np.abs(out.astype(int) - ref.astype(int))[mask].mean())
+
+
+def test_video_frames_in_order_with_boxes_on_the_shapes(checkpoint, tmp_path):
+    src, dst = tmp_path / "moving.avi", tmp_path / "annotated.avi"
+    write_video(src, 30)
+    res = run_demo(f"checkpoint={checkpoint}", f"input={src}", f"output={dst}", "display=false")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "processed 30 frames" in res.stdout and "FPS end to end" in res.stdout
+    frames, fps = read_video(dst)
+    assert len(frames) == 30 and fps == pytest.approx(10.0)
+    assert frames[0].shape == (SIZE, SIZE, 3)
+    assert [decode_index(f) for f in frames] == list(range(30))
+    for i, frame in enumerate(frames):
+        ref, objects = scene(i)
+        for _, box in objects:
+            assert perimeter_change(frame, ref, box) > 25, f"no box drawn around {box} in frame {i}"
+
+
+def test_image_folder_skips_and_counts_undecodable_frames(checkpoint, tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), scene(i)[0])
+    (folder / "001b.png").write_bytes(b"\x89PNG broken")
+    out = tmp_path / "out"
+    res = run_demo(f"checkpoint={checkpoint}", f"input={folder}", f"output={out}", "display=false")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "processed 3 frames, 1 skipped (undecodable: 001b.png)" in res.stdout
+    assert sorted(os.listdir(out)) == ["000.jpg", "001.jpg", "002.jpg"]
+
+
+@pytest.mark.parametrize("make_input, message", [
+    (lambda p: str(p / "missing.mp4"), "demo: error: input not found"),
+    (lambda p: (p / "bad.mp4").write_text("not a video") and str(p / "bad.mp4"), "demo: error: cannot open video"),
+    (lambda p: "97", "demo: error: cannot open camera 97"),
+])
+def test_errors_are_one_clear_line(tmp_path, make_input, message):
+    res = run_demo("checkpoint=unused.pth", f"input={make_input(tmp_path)}", f"output={tmp_path / 'o.avi'}",
+                   "display=false")
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()] and res.stderr.startswith(message), res.stderr
+
+
+def test_sigterm_finalises_a_playable_video(checkpoint, tmp_path):
+    src, dst = tmp_path / "long.avi", tmp_path / "partial.avi"
+    write_video(src, 3000)
+    proc = subprocess.Popen([sys.executable, DEMO, f"checkpoint={checkpoint}", f"input={src}", f"output={dst}",
+                             "display=false"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not dst.exists() or dst.stat().st_size < 200_000):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "interrupted; output finalised" in stdout
+    frames, _ = read_video(dst)
+    assert 0 < len(frames) < 3000
+    cap = cv2.VideoCapture(str(dst))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == len(frames)  # the index was written on close
+    assert [decode_index(f) for f in frames] == list(range(len(frames)))
+
+
+def test_pipeline_order_filter_and_max_frames():
+    """A slow writer and a tiny queue: order holds, max_frames stops reading, the class filter applies."""
+    written = []
+
+    class SlowSink:
+        def write(self, frame, image):
+            time.sleep(0.002)
+            written.append(frame.index)
+
+        def close(self):
+            written.append("closed")
+
+    def predict(image):
+        return {"boxes": np.array([[1, 1, 5, 5], [2, 2, 8, 8]], np.float32), "scores": np.array([0.9, 0.8], np.float32),
+                "labels": np.array([0, 1]), "class_names": ["a", "b"]}
+
+    frames = (Frame(i, np.zeros((20, 20, 3), np.uint8), str(i)) for i in range(1000))
+    kept = []
+    stats = run_pipeline(frames, lambda im: kept.append(1) or predict(im), [SlowSink()], class_names=["a", "b"],
+                         keep_labels={1}, max_frames=50, queue_size=2)
+    assert written == [*range(50), "closed"] and stats.processed == 50 and stats.read == 50
+    from detectres.utils.pipeline import filter_prediction
+
+    filtered = filter_prediction(predict(None), {1})
+    assert filtered["labels"].tolist() == [1] and filtered["class_names"] == ["b"]
