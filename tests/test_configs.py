@@ -61,3 +61,18 @@ def test_overrides_reach_the_model():
     net = build_model(cfg.model, num_classes=3)
     assert net.roi_heads.pooler.kind == "pool" and net.rpn.post_nms_topk[False] == 123
     assert len(net.backbone.res4) == 23
+
+
+@pytest.mark.parametrize("test", group_options("test"))
+def test_every_test_config_instantiates_a_wrapper(test):
+    from hydra.utils import instantiate
+
+    from detectres.modeling.tta import TestTimeDetector
+
+    cfg = compose_config("eval", [f"test={test}"])
+    model = build_model(cfg.model, num_classes=3)
+    wrapper = instantiate(cfg.test)(model=model, min_size=cfg.input.min_size_test, max_size=cfg.input.max_size_test)
+    assert isinstance(wrapper, TestTimeDetector)
+    assert (wrapper.refine is not None) == (test in ("refine", "paper"))
+    assert (wrapper.multiscale is not None) == (test in ("multiscale", "paper"))
+    assert (wrapper.tta is not None) == (test == "tta")

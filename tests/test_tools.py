@@ -59,3 +59,17 @@ def test_predict_writes_images(trained, tmp_path):
     assert written == ["000000.jpg", "000001.jpg"]
     res = run_tool("predict.py", f"checkpoint={ckpt}", f"input={tmp_path / 'nope.png'}")
     assert res.returncode != 0 and "input not found" in res.stderr
+
+
+def test_ablation_table_rows_and_columns(trained, tmp_path):
+    from detectres.evaluation.ablation import multiscale_overrides, run_ablation
+
+    ckpt = os.path.join(trained, "model_final.pth")
+    ms = multiscale_overrides(ckpt, "multiscale")
+    # quickstart: test size 192 -> scales 64..320 around it, canonical RoI 8 / (1/16) = 128 px
+    assert "test.multiscale.scales=[64, 128, 192, 256, 320]" in ms and "test.multiscale.canonical_size=128" in ms
+    results = run_ablation(ckpt, ckpt, str(tmp_path), ["num_threads=1"])
+    assert list(results) == ["baseline", "+refinement", "+context", "+multi-scale", "+all"]
+    table = (tmp_path / "ablation.md").read_text().splitlines()
+    assert table[0] == "| test | AP | AP50 | AP75 | s/image |" and len(table) == 7
+    assert results["+multi-scale"]["seconds_per_image"] > results["baseline"]["seconds_per_image"]

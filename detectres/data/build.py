@@ -17,19 +17,20 @@ def prepare_data(data_cfg: DictConfig) -> None:
 
 def train_transforms(input_cfg: DictConfig):
     return build_transforms(short_edges=list(input_cfg.min_size_train), max_size=input_cfg.max_size_train,
-                            flip_prob=input_cfg.random_flip, interpolation=input_cfg.interpolation)
+                            flip_prob=input_cfg.random_flip, interpolation=input_cfg.get("interpolation", "bilinear"))
 
 
 def test_transforms(input_cfg: DictConfig):
     return build_transforms(short_edges=int(input_cfg.min_size_test), max_size=input_cfg.max_size_test,
-                            interpolation=input_cfg.interpolation)
+                            interpolation=input_cfg.get("interpolation", "bilinear"))
 
 
-def build_dataset(cfg: DictConfig, split: str) -> COCODataset:
-    """``split`` is "train" (training transforms) or "val" (test transforms)."""
+def build_dataset(cfg: DictConfig, split: str, resize: bool = True) -> COCODataset:
+    """``split`` is "train" (training transforms) or "val" (test transforms); ``resize=False`` keeps
+    the original images (for test-time procedures that choose their own sizes)."""
     prepare_data(cfg.data)
     transforms = train_transforms(cfg.input) if split == "train" else test_transforms(cfg.input)
-    return instantiate(cfg.data[split], transforms=transforms)
+    return instantiate(cfg.data[split], transforms=transforms if resize else None)
 
 
 def build_loaders(cfg: DictConfig):

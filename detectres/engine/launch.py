@@ -10,6 +10,7 @@ import random
 import cv2
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from detectres.config import build_model, resolve_device, set_threads, to_plain
@@ -20,6 +21,7 @@ from detectres.engine.hooks import LRScheduler, MetricsWriter, PeriodicCheckpoin
 from detectres.engine.solver import WarmupMultiStepLR, build_optimizer
 from detectres.engine.trainer import Trainer
 from detectres.evaluation.coco import evaluate_detector
+from detectres.modeling.ensemble import EnsembleDetector
 from detectres.utils.visualizer import draw_detections
 from detectres.weights import load_model_weights, load_weights_into, read_weights
 
@@ -127,26 +129,49 @@ def config_from_checkpoint(cfg: DictConfig, overrides: list[str], weights) -> Di
     if not weights.config:
         raise ValueError(f"{cfg.checkpoint} carries no config: pass model=NAME model.weights={cfg.checkpoint} "
                          "instead of checkpoint=")
-    own_keys = ("checkpoint", "output_dir", "device", "num_threads", "amp", "vis_images")
+    own_keys = ("checkpoint", "output_dir", "device", "num_threads", "amp", "vis_images", "test", "ensemble")
     merged = reapply_overrides(OmegaConf.create(weights.config), cfg, overrides, skip=own_keys)
     for key in own_keys:
         OmegaConf.update(merged, key, cfg.get(key), force_add=True)
     return merged
 
 
-def evaluate_from_config(cfg: DictConfig, overrides: list[str]) -> dict:
-    """Evaluate ``checkpoint=PATH`` (a detectres checkpoint: its config is the base) or
-    ``model.weights=PATH`` (any supported format, with the composed config) on the val set."""
+def load_for_eval(cfg: DictConfig, overrides: list[str]):
+    """(config, weights, source) for ``checkpoint=PATH`` (its own config is the base) or ``model.weights``."""
     if cfg.checkpoint:
         weights = read_weights(cfg.checkpoint)
-        cfg = config_from_checkpoint(cfg, overrides, weights)
-        source = cfg.checkpoint
-    elif cfg.model.get("weights"):
-        source = cfg.model.weights
-        weights = read_weights(source)
-    else:
-        raise ValueError("nothing to evaluate: pass checkpoint=PATH (a detectres checkpoint) or "
-                         "model=NAME model.weights=PATH")
+        return config_from_checkpoint(cfg, overrides, weights), weights, cfg.checkpoint
+    if cfg.model.get("weights"):
+        return cfg, read_weights(cfg.model.weights), cfg.model.weights
+    raise ValueError("nothing to evaluate: pass checkpoint=PATH (a detectres checkpoint) or "
+                     "model=NAME model.weights=PATH")
+
+
+def build_eval_model(cfg: DictConfig, weights, source: str, num_classes: int, device: str):
+    """The detector, wrapped in the configured test-time procedure or in an ensemble."""
+    model = build_model(cfg.model, num_classes=num_classes)
+    load_weights_into(model, weights, source=source)
+    model.to(device)
+    if cfg.get("ensemble"):
+        if any(cfg.test.get(k) for k in ("refine", "multiscale", "tta")):
+            raise ValueError("ensemble= works with test=baseline only")
+        members = [model]
+        for path in cfg.ensemble:
+            w = read_weights(path)
+            member = build_model(OmegaConf.create(w.config).model if w.config else cfg.model, num_classes=num_classes)
+            load_weights_into(member, w, source=path)
+            members.append(member.to(device))
+        return EnsembleDetector(members), True
+    wrapper = instantiate(cfg.test)(model=model, min_size=cfg.input.min_size_test, max_size=cfg.input.max_size_test,
+                                    interpolation=cfg.input.get("interpolation", "bilinear"))
+    return wrapper, False
+
+
+def evaluate_from_config(cfg: DictConfig, overrides: list[str]) -> dict:
+    """Evaluate ``checkpoint=PATH`` (a detectres checkpoint: its config is the base) or
+    ``model.weights=PATH`` (any supported format, with the composed config) on the val set,
+    with the test-time procedure ``test=baseline|refine|multiscale|tta|paper``."""
+    cfg, weights, source = load_for_eval(cfg, overrides)
     output_dir = cfg.output_dir or os.path.join(os.path.dirname(os.path.abspath(source)), "eval")
     device = resolve_device(cfg.device)
     set_threads(cfg.num_threads, cfg.data.num_workers)
@@ -155,14 +180,15 @@ def evaluate_from_config(cfg: DictConfig, overrides: list[str]) -> dict:
     if list(class_names) != list(dataset.class_names):
         raise ValueError(f"{source} was trained on classes {class_names} but {cfg.data.val.ann_file} "
                          f"lists {dataset.class_names}")
-    model = build_model(cfg.model, num_classes=len(class_names))
-    load_weights_into(model, weights, source=source)
-    model.to(device)
+    model, resized_inputs = build_eval_model(cfg, weights, source, len(class_names), device)
+    if not resized_inputs:
+        dataset = build_dataset(cfg, "val", resize=False)  # the test-time procedure picks its sizes
     loader = build_test_loader(dataset, num_workers=cfg.data.num_workers)
     results = evaluate_detector(model, loader, dataset, output_dir, autocast=cfg.amp)
     write_eval_json(results, os.path.join(output_dir, "eval.json"))
     print_summary(results)
-    print(f"wrote {os.path.join(output_dir, 'eval.json')} and coco_instances_results.json")
+    print(f"{results['seconds_per_image']:.4f} s/image; wrote {os.path.join(output_dir, 'eval.json')} "
+          "and coco_instances_results.json")
     if cfg.vis_images:
         draw_dataset_predictions(model, dataset, os.path.join(output_dir, "vis"), cfg.vis_images)
     return results

@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import time
 from typing import Iterable
 
 import numpy as np
@@ -95,11 +96,17 @@ def evaluate_detector(model: torch.nn.Module, loader: Iterable, dataset: COCODat
     was_training = model.training
     model.eval()
     evaluator = COCOEvaluator(dataset)
+    model_seconds, images = 0.0, 0
     try:
         for inputs in tqdm(loader, desc="eval", unit="img", leave=False, dynamic_ncols=True):
+            t0 = time.perf_counter()
             with autocast_context(model, autocast):
                 outputs = model(inputs)
+            model_seconds += time.perf_counter() - t0
+            images += len(inputs)
             evaluator.process(inputs, outputs)
     finally:
         model.train(was_training)
-    return evaluator.evaluate(output_dir)
+    results = evaluator.evaluate(output_dir)
+    results["seconds_per_image"] = model_seconds / max(1, images)  # the model alone, data loading excluded
+    return results

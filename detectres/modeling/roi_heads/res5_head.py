@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from detectres.modeling.box_coder import BoxCoder
 from detectres.modeling.matcher import Matcher
 from detectres.modeling.poolers import RoIPooler
+from detectres.modeling.roi_heads.context import GlobalContext, concat_context
 from detectres.modeling.roi_heads.predictor import FastRCNNPredictor, fast_rcnn_inference, fast_rcnn_losses
 from detectres.modeling.sampling import subsample_labels
 from detectres.structures.boxes import pairwise_iou
@@ -32,11 +33,17 @@ class Res5ROIHeads(nn.Module):
         nms_thresh: float = 0.5,
         detections_per_image: int = 100,
         smooth_l1_beta: float = 0.0,
+        context: str | None = None,
     ):
+        """``context``: None, "shared" or "separate" - the paper's global context (see context.py)."""
         super().__init__()
+        if context not in (None, "shared", "separate"):
+            raise ValueError(f"context must be null, 'shared' or 'separate', got {context!r}")
         self.pooler = pooler
         self.res5 = res5
-        self.box_predictor = FastRCNNPredictor(in_channels=out_channels, num_classes=num_classes)
+        self.context = GlobalContext(res5, shared=context == "shared") if context else None
+        feature_dim = out_channels * (2 if context else 1)
+        self.box_predictor = FastRCNNPredictor(in_channels=feature_dim, num_classes=num_classes)
         self.num_classes = num_classes
         self.matcher = matcher
         self.box_coder = box_coder
@@ -49,14 +56,23 @@ class Res5ROIHeads(nn.Module):
         self.smooth_l1_beta = smooth_l1_beta
         self.memory_format = torch.contiguous_format  # the detector sets channels_last when it uses it
 
-    def box_features(self, features: Tensor, boxes: list[Tensor]) -> Tensor:
-        """(N, C, H, W) res4 features and N lists of boxes -> (R, D) pooled res5 features."""
+    def box_features(self, features: Tensor, boxes: list[Tensor],
+                     image_sizes: list[tuple[int, int]] | None = None) -> Tensor:
+        """(N, C, H, W) res4 features and N lists of boxes -> (R, D) pooled res5 features
+        ((R, 2D) with global context, which needs ``image_sizes``)."""
         x = self.res5(self.pooler(features, boxes).contiguous(memory_format=self.memory_format))
-        return x.mean(dim=(2, 3))
+        x = x.mean(dim=(2, 3))
+        if self.context is None:
+            return x
+        if image_sizes is None:
+            raise ValueError("global context needs the image sizes")
+        g = self.context(features, image_sizes, self.pooler, self.res5, self.memory_format)
+        return concat_context(x, g, [len(b) for b in boxes])
 
-    def forward_with_given_boxes(self, features: Tensor, boxes: list[Tensor]) -> tuple[Tensor, Tensor]:
+    def forward_with_given_boxes(self, features: Tensor, boxes: list[Tensor],
+                                 image_sizes: list[tuple[int, int]] | None = None) -> tuple[Tensor, Tensor]:
         """Score and regress given boxes: logits (R, K+1), deltas (R, K*4)."""
-        return self.box_predictor(self.box_features(features, boxes))
+        return self.box_predictor(self.box_features(features, boxes, image_sizes))
 
     def forward(
         self,
@@ -69,12 +85,13 @@ class Res5ROIHeads(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("Res5ROIHeads in training mode needs targets")
-            return self.losses(features, proposals, targets)
+            return self.losses(features, proposals, targets, image_sizes)
         return self.inference(features, proposals, image_sizes)
 
-    def losses(self, features: Tensor, proposals: list[Tensor], targets: list[dict]) -> dict[str, Tensor]:
+    def losses(self, features: Tensor, proposals: list[Tensor], targets: list[dict],
+               image_sizes: list[tuple[int, int]]) -> dict[str, Tensor]:
         boxes, classes, gt_boxes = self.label_and_sample(proposals, targets)
-        logits, deltas = self.forward_with_given_boxes(features, boxes)
+        logits, deltas = self.forward_with_given_boxes(features, boxes, image_sizes)
         return fast_rcnn_losses(logits, deltas, torch.cat(boxes), torch.cat(classes), torch.cat(gt_boxes),
                                 self.box_coder, self.smooth_l1_beta)
 
@@ -111,7 +128,7 @@ class Res5ROIHeads(nn.Module):
     def inference(
         self, features: Tensor, proposals: list[Tensor], image_sizes: list[tuple[int, int]]
     ) -> list[dict[str, Tensor]]:
-        logits, deltas = self.forward_with_given_boxes(features, proposals)
+        logits, deltas = self.forward_with_given_boxes(features, proposals, image_sizes)
         counts = [p.shape[0] for p in proposals]
         return [
             fast_rcnn_inference(lg, dl, props, hw, self.box_coder, score_thresh=self.score_thresh,

@@ -1,0 +1,36 @@
+"""Global context (He et al., COCO 2015): the whole-image box pooled through the per-RoI head.
+
+The global feature of each image is concatenated with the feature of every RoI in it before the
+class and box layers, so the predictor sees (R, 2D) instead of (R, D). ``shared=True`` runs the
+global box through the same res5 as the RoIs; ``shared=False`` gives it res5 weights of its own
+(initialised as a copy). Trained end to end like the rest of the head.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+
+
+class GlobalContext(nn.Module):
+    def __init__(self, res5: nn.Module, *, shared: bool):
+        super().__init__()
+        self.shared = shared
+        # A separate copy is registered as a child; the shared one is only referenced at call time.
+        self.res5 = None if shared else copy.deepcopy(res5)
+
+    def forward(self, features: Tensor, image_sizes: list[tuple[int, int]], pool, res5: nn.Module,
+                memory_format: torch.memory_format) -> Tensor:
+        """(N, C, H, W) res4 features -> (N, D) global features, one per image."""
+        whole = [features.new_tensor([[0.0, 0.0, float(w), float(h)]]) for h, w in image_sizes]
+        head = res5 if self.shared else self.res5
+        pooled = pool(features, whole).contiguous(memory_format=memory_format)
+        return head(pooled).mean(dim=(2, 3))
+
+
+def concat_context(roi_features: Tensor, global_features: Tensor, counts: list[int]) -> Tensor:
+    """(R, D) RoI features and (N, D) per-image features -> (R, 2D), each RoI with its image's."""
+    index = torch.repeat_interleave(torch.arange(len(counts), device=roi_features.device),
+                                    torch.tensor(counts, device=roi_features.device))
+    return torch.cat([roi_features, global_features[index]], dim=1)

@@ -1,0 +1,154 @@
+"""Test-time procedures of the ResNet paper around a trained C4 detector.
+
+* single scale (the baseline), optionally with box refinement (``refine``);
+* the paper's multi-scale testing (``multiscale``): res4 at several shortest sides, proposals from
+  one of them, each RoI pooled at the two adjacent scales whose scaled area brackets
+  ``canonical_size``**2, res5 on both, element-wise max before the predictor;
+* image-level test-time augmentation (``tta``): several sizes and horizontal flip, boxes mapped
+  back to the original image, merged by per-class NMS or box voting.
+
+Inputs are per-image dicts with the ORIGINAL image (3, H, W) uint8 BGR; every size is chosen here.
+All boxes are scored and decoded in original-image pixels (box deltas are scale-invariant).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from detectres.data.transforms import resize_image, shortest_edge_size
+from detectres.modeling.detector import FasterRCNN
+from detectres.modeling.roi_heads.predictor import fast_rcnn_inference, nonempty_detections
+from detectres.modeling.roi_heads.refinement import merge_detections, refine_detections
+from detectres.structures.boxes import box_area, scale_boxes
+
+
+@dataclass
+class ScaleFeatures:
+    """res4 features of one resized copy of an image; ``factor`` = (fx, fy) from original pixels."""
+
+    features: Tensor
+    image_hw: tuple[int, int]
+    factor: tuple[float, float]
+
+
+def choose_scale_pairs(areas: Tensor, factors: Tensor, canonical_size: float) -> Tensor:
+    """(R,) areas in original pixels, (S,) increasing scale factors -> (R, 2) indices of adjacent scales.
+
+    The pair is (j, j+1) with j the largest scale at which the RoI's area is at most
+    ``canonical_size``**2 (so the two scaled areas bracket it), clamped to the first / last pair.
+    """
+    if len(factors) < 2:
+        raise ValueError("multi-scale testing needs at least two scales")
+    scaled = areas[:, None] * factors[None, :] ** 2
+    j = (scaled <= canonical_size ** 2).sum(dim=1) - 1
+    j = j.clamp(min=0, max=len(factors) - 2)
+    return torch.stack([j, j + 1], dim=1)
+
+
+def flip_boxes(boxes: Tensor, width: int) -> Tensor:
+    """Boxes of a horizontally flipped image of ``width`` -> boxes in the unflipped image."""
+    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
+
+
+class TestTimeDetector(nn.Module):
+    """Wraps a :class:`FasterRCNN` for evaluation with the paper's add-ons (each optional)."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+    def __init__(self, *, model: FasterRCNN, min_size: int, max_size: int, interpolation: str = "bilinear",
+                 refine: dict | None = None, multiscale: dict | None = None, tta: dict | None = None):
+        super().__init__()
+        self.model = model
+        self.min_size, self.max_size, self.interpolation = int(min_size), int(max_size), interpolation
+        self.refine = dict(refine) if refine else None
+        self.multiscale = dict(multiscale) if multiscale else None
+        self.tta = dict(tta) if tta else None
+        if self.multiscale and self.multiscale["proposal_scale"] not in self.multiscale["scales"]:
+            raise ValueError(f"multiscale.proposal_scale {self.multiscale['proposal_scale']} must be one of "
+                             f"multiscale.scales {self.multiscale['scales']}")
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
+
+    @torch.no_grad()
+    def forward(self, batched_inputs: list[dict]) -> list[dict[str, Tensor]]:
+        return [self.detect(x["image"]) for x in batched_inputs]
+
+    def detect(self, image: Tensor) -> dict[str, Tensor]:
+        """One original image (3, H, W) -> detections in its pixels."""
+        if not self.tta:
+            return self.detect_once(image, self.min_size, flip=False)
+        passes = [self.detect_once(image, size, flip) for size in self.tta["sizes"]
+                  for flip in ((False, True) if self.tta.get("flip", True) else (False,))]
+        merged = merge_detections(
+            torch.cat([p["pred_boxes"] for p in passes]), torch.cat([p["scores"] for p in passes]),
+            torch.cat([p["pred_classes"] for p in passes]), score_thresh=self.model.roi_heads.score_thresh,
+            nms_thresh=self.tta.get("nms_thresh", 0.5),
+            vote_thresh=self.tta.get("vote_thresh", 0.5) if self.tta.get("merge", "nms") == "vote" else None,
+            max_detections=self.model.roi_heads.detections_per_image)
+        return nonempty_detections(merged)
+
+    def features_at(self, image: Tensor, short: int) -> ScaleFeatures:
+        h, w = image.shape[-2:]
+        new_h, new_w = shortest_edge_size(h, w, short, self.max_size)
+        hwc = np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())
+        resized = torch.from_numpy(np.ascontiguousarray(resize_image(hwc, (new_h, new_w), self.interpolation)
+                                                        .transpose(2, 0, 1)))
+        batch = self.model.preprocess([{"image": resized}])
+        return ScaleFeatures(self.model.backbone(batch.tensor), batch.image_sizes[0], (new_w / w, new_h / h))
+
+    def detect_once(self, image: Tensor, size: int, flip: bool) -> dict[str, Tensor]:
+        h, w = image.shape[-2:]
+        if flip:
+            image = image.flip(-1)
+        ms = self.multiscale
+        scales = sorted(ms["scales"]) if ms else [size]
+        levels = [self.features_at(image, s) for s in scales]
+        source = levels[scales.index(ms["proposal_scale"])] if ms else levels[0]
+        proposals = self.model.rpn(source.features, [source.image_hw])[0][0]
+        proposals = scale_boxes(proposals, (1.0 / source.factor[0], 1.0 / source.factor[1]))
+
+        def score(boxes: Tensor) -> tuple[Tensor, Tensor]:
+            return self.score_boxes(levels, boxes)
+
+        heads = self.model.roi_heads
+        logits, deltas = score(proposals)
+        if self.refine:
+            result = refine_detections(score, logits, deltas, proposals, (h, w), heads.box_coder,
+                                       score_thresh=heads.score_thresh,
+                                       nms_thresh=self.refine.get("nms_thresh", 0.3),
+                                       vote_thresh=self.refine.get("vote_thresh", 0.5),
+                                       max_detections=heads.detections_per_image)
+        else:
+            result = fast_rcnn_inference(logits, deltas, proposals, (h, w), heads.box_coder,
+                                         score_thresh=heads.score_thresh, nms_thresh=heads.nms_thresh,
+                                         detections_per_image=heads.detections_per_image)
+        if flip:
+            result["pred_boxes"] = flip_boxes(result["pred_boxes"], w)
+        return nonempty_detections(result)
+
+    def score_boxes(self, levels: list[ScaleFeatures], boxes: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits and deltas for (R, 4) boxes in original pixels: one scale, or the paper's maxout of two."""
+        heads = self.model.roi_heads
+        if len(levels) == 1:
+            lv = levels[0]
+            return heads.box_predictor(heads.box_features(lv.features, [scale_boxes(boxes, lv.factor)], [lv.image_hw]))
+        factors = torch.tensor([lv.factor[1] for lv in levels], device=boxes.device)
+        pairs = choose_scale_pairs(box_area(boxes), factors, self.multiscale.get("canonical_size", 224))
+        merged = None
+        for k, lv in enumerate(levels):
+            for column in (0, 1):
+                rows = torch.nonzero(pairs[:, column] == k, as_tuple=True)[0]
+                if rows.numel() == 0:
+                    continue
+                feats = heads.box_features(lv.features, [scale_boxes(boxes[rows], lv.factor)], [lv.image_hw])
+                if merged is None:
+                    merged = feats.new_full((len(boxes), feats.shape[1]), float("-inf"))
+                merged[rows] = torch.maximum(merged[rows], feats)
+        if merged is None:  # no boxes at all
+            merged = torch.zeros((0, heads.box_predictor.cls_score.in_features), device=boxes.device)
+        return heads.box_predictor(merged)
