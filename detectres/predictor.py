@@ -10,9 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from detectres.config import build_model, compose_config, resolve_device
 from detectres.data.transforms import resize_image, shortest_edge_size
-from detectres.engine.checkpoint import load_checkpoint
 from detectres.utils.visualizer import draw_detections
-from detectres.weights.loading import load_weights_into, read_weights
+from detectres.weights.loading import Weights, load_weights_into, read_weights
 
 
 class Detector:
@@ -34,26 +33,27 @@ class Detector:
         self.interpolation = interpolation
         self.amp = amp
         self.amp_dtype = amp_dtype
+        self.config: DictConfig | None = None  # set when built from a checkpoint
 
     @classmethod
-    def from_config(cls, name_or_cfg: str | DictConfig = "quickstart", weights: str | None = None,
+    def from_config(cls, name_or_cfg: str | DictConfig = "quickstart", weights: str | Weights | None = None,
                     overrides: list[str] | tuple[str, ...] = (), device: str = "auto",
                     class_names: list[str] | None = None) -> "Detector":
         """Build from a model config name (``configs/model/NAME.yaml``) or a composed config, and load
-        ``weights`` (a detectres checkpoint or state_dict).
+        ``weights`` (a path in any supported format, or already-read :class:`Weights`).
 
-        Class names come from ``class_names``, else the checkpoint, else the config's dataset.
+        Class names come from ``class_names``, else the weights file, else the config's dataset.
         """
         if isinstance(name_or_cfg, str):
             cfg = compose_config("train", [f"model={name_or_cfg}", *overrides])
         else:
             cfg = OmegaConf.merge(name_or_cfg, OmegaConf.from_dotlist(list(overrides)))
-        loaded = read_weights(weights) if weights else None
+        loaded = read_weights(weights) if isinstance(weights, str) else weights
         if class_names is None:
             class_names = (loaded.class_names if loaded else None) or dataset_class_names(cfg)
         model = build_model(cfg.model, num_classes=len(class_names))
         if loaded is not None:
-            load_weights_into(model, loaded, source=weights)
+            load_weights_into(model, loaded, source=weights if isinstance(weights, str) else "weights")
         model.to(resolve_device(device))
         return cls(model, class_names=class_names, min_size=cfg.input.min_size_test,
                    max_size=cfg.input.max_size_test, interpolation=cfg.input.get("interpolation", "bilinear"),
@@ -63,11 +63,13 @@ class Detector:
     def from_checkpoint(cls, path: str, overrides: list[str] | tuple[str, ...] = (),
                         device: str = "auto") -> "Detector":
         """Rebuild exactly the model a detectres training run saved (config and classes inside)."""
-        state = load_checkpoint(path)
-        if "config" not in state:
+        weights = read_weights(path)
+        if not weights.config:
             raise ValueError(f"{path} carries no config; use Detector.from_config(name, weights=path)")
-        cfg = OmegaConf.merge(OmegaConf.create(state["config"]), OmegaConf.from_dotlist(list(overrides)))
-        return cls.from_config(cfg, weights=path, device=device, class_names=state.get("class_names"))
+        cfg = OmegaConf.merge(OmegaConf.create(weights.config), OmegaConf.from_dotlist(list(overrides)))
+        detector = cls.from_config(cfg, weights=weights, device=device, class_names=weights.class_names)
+        detector.config = cfg
+        return detector
 
     @torch.no_grad()
     def predict(self, image: np.ndarray) -> dict:
@@ -140,8 +142,7 @@ def predict_to_files(checkpoint: str, input_path: str | None, output_dir: str | 
     """
     detector = Detector.from_checkpoint(checkpoint, device=device)
     if input_path is None:
-        state_cfg = OmegaConf.create(load_checkpoint(checkpoint)["config"])
-        input_path = state_cfg.data.val.image_dir
+        input_path = detector.config.data.val.image_dir
     output_dir = output_dir or os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "predictions")
     os.makedirs(output_dir, exist_ok=True)
     written = []
