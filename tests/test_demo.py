@@ -127,6 +127,21 @@ def test_image_folder_skips_and_counts_undecodable_frames(checkpoint, tmp_path):
     assert sorted(os.listdir(out)) == ["000.jpg", "001.jpg", "002.jpg"]
 
 
+def test_undecodable_video_frame_is_skipped_and_counted(checkpoint, tmp_path):
+    src, dst = tmp_path / "corrupt.avi", tmp_path / "out.avi"
+    write_video(src, 12)
+    data = bytearray(src.read_bytes())
+    jpeg_starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
+    assert len(jpeg_starts) == 12  # MJPG: one JPEG per frame
+    data[jpeg_starts[5] + 2:jpeg_starts[5] + 600] = bytes(598)  # wipe frame 5's JPEG header and data
+    src.write_bytes(bytes(data))
+    res = run_demo(f"checkpoint={checkpoint}", f"input={src}", f"output={dst}", "display=false")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "processed 11 frames, 1 skipped (undecodable: corrupt_000005)" in res.stdout
+    frames, _ = read_video(dst)
+    assert [decode_index(f) for f in frames] == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11]
+
+
 @pytest.mark.parametrize("make_input, message", [
     (lambda p: str(p / "missing.mp4"), "demo: error: input not found"),
     (lambda p: (p / "bad.mp4").write_text("not a video") and str(p / "bad.mp4"), "demo: error: cannot open video"),

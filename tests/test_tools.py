@@ -73,3 +73,18 @@ def test_ablation_table_rows_and_columns(trained, tmp_path):
     table = (tmp_path / "ablation.md").read_text().splitlines()
     assert table[0] == "| test | AP | AP50 | AP75 | s/image |" and len(table) == 7
     assert results["+multi-scale"]["seconds_per_image"] > results["baseline"]["seconds_per_image"]
+
+
+def test_ensemble_of_a_model_with_itself_scores_like_the_model(trained, tmp_path):
+    from detectres.engine.launch import evaluate_from_config
+
+    ckpt = os.path.join(trained, "model_final.pth")
+    base = [f"checkpoint={ckpt}", "num_threads=1", "model.roi_heads.score_thresh=0.0"]
+    single = evaluate_from_config(compose_config("eval", [*base, f"output_dir={tmp_path / 'a'}"]), base)
+    over = [*base, f"ensemble=[{ckpt}]", f"output_dir={tmp_path / 'b'}"]
+    both = evaluate_from_config(compose_config("eval", over), over)
+    for key in ("AP", "AP50", "AP75"):
+        assert both[key] == pytest.approx(single[key], abs=0.05)
+    with pytest.raises(ValueError, match="test=baseline only"):
+        over = [*base, f"ensemble=[{ckpt}]", "test=refine"]
+        evaluate_from_config(compose_config("eval", over), over)
