@@ -12,6 +12,7 @@ setup(
         "torch>=2.4,<3",
         "torchvision>=0.19,<1",
         "numpy>=1.24",
+        "pillow>=9",
         "pycocotools>=2.0.7",
         "opencv-python-headless>=4.8",
         "albumentations>=2.0,<3",

@@ -43,9 +43,20 @@ def compose_config(config_name: str = "train", overrides: list[str] | tuple[str,
     return cfg
 
 
-def to_plain(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as plain containers (what a checkpoint stores)."""
-    return OmegaConf.to_container(cfg, resolve=True)
+def checkpoint_config(cfg: DictConfig) -> dict[str, Any]:
+    """The config a checkpoint stores: interpolations kept, so an override such as ``data.root=/new``
+    still reaches ``data.val.image_dir`` when the checkpoint is evaluated; ``output_dir`` (which
+    depends on the Hydra run) resolved."""
+    out = OmegaConf.to_container(cfg, resolve=False)
+    out["output_dir"] = str(cfg.output_dir)
+    return out
+
+
+def merge_dotlist(cfg: DictConfig | dict, overrides: list[str] | tuple[str, ...]) -> DictConfig:
+    """Apply ``key=value`` overrides to ``cfg``; a key that does not exist raises, naming it."""
+    base = OmegaConf.create(cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=False))
+    OmegaConf.set_struct(base, True)
+    return OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
 
 
 def reapply_overrides(base: DictConfig, composed: DictConfig, overrides: list[str],

@@ -6,9 +6,9 @@ import os
 import cv2
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from detectres.config import build_model, compose_config, resolve_device
+from detectres.config import build_model, compose_config, merge_dotlist, resolve_device
 from detectres.data.transforms import resize_image, shortest_edge_size
 from detectres.utils.visualizer import draw_detections
 from detectres.weights.loading import Weights, load_weights_into, read_weights
@@ -47,7 +47,7 @@ class Detector:
         if isinstance(name_or_cfg, str):
             cfg = compose_config("train", [f"model={name_or_cfg}", *overrides])
         else:
-            cfg = OmegaConf.merge(name_or_cfg, OmegaConf.from_dotlist(list(overrides)))
+            cfg = merge_dotlist(name_or_cfg, overrides)
         loaded = read_weights(weights) if isinstance(weights, str) else weights
         if class_names is None:
             class_names = (loaded.class_names if loaded else None) or dataset_class_names(cfg)
@@ -66,13 +66,18 @@ class Detector:
         weights = read_weights(path)
         if not weights.config:
             raise ValueError(f"{path} carries no config; use Detector.from_config(name, weights=path)")
-        cfg = OmegaConf.merge(OmegaConf.create(weights.config), OmegaConf.from_dotlist(list(overrides)))
+        cfg = merge_dotlist(weights.config, overrides)
         detector = cls.from_config(cfg, weights=weights, device=device, class_names=weights.class_names)
         detector.config = cfg
         return detector
 
     @torch.no_grad()
     def predict(self, image: np.ndarray) -> dict:
+        return self.predict_prepared(self.prepare(image))
+
+    def prepare(self, image: np.ndarray) -> dict:
+        """The CPU half of ``predict``: check and resize one image into a model input (the demo runs
+        it in its reader thread, ahead of the model)."""
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             got = f"{type(image).__name__} {getattr(image, 'shape', '')} {getattr(image, 'dtype', '')}"
             raise ValueError(f"predict expects an HxWx3 uint8 BGR numpy array, got {got}")
@@ -80,9 +85,14 @@ class Detector:
         new_h, new_w = shortest_edge_size(h, w, self.min_size, self.max_size)
         resized = resize_image(image, (new_h, new_w), self.interpolation)
         tensor = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+        return {"image": tensor, "height": h, "width": w}
+
+    @torch.no_grad()
+    def predict_prepared(self, inputs: dict) -> dict:
+        """Run the model on a ``prepare``d input; numpy outputs in the original image's pixels."""
         device_type = self.model.pixel_mean.device.type
         with torch.autocast(device_type, dtype=self.amp_dtype, enabled=self.amp):
-            out = self.model([{"image": tensor, "height": h, "width": w}])[0]
+            out = self.model([inputs])[0]
         labels = out["pred_classes"].cpu().numpy()
         return {
             "boxes": out["pred_boxes"].float().cpu().numpy(),

@@ -86,7 +86,16 @@ def test_context_widens_the_predictor_and_trains_the_global_branch(mode):
     model.train()
     item = {"image": torch.randint(0, 256, (3, 96, 128), dtype=torch.uint8),
             "gt_boxes": torch.tensor([[10.0, 10.0, 60.0, 60.0]]), "gt_classes": torch.tensor([1])}
+    seen = {}
+
+    def keep_output(module, args, output):
+        output.retain_grad()
+        seen["global"] = output
+
+    model.roi_heads.context.register_forward_hook(keep_output)
     sum(model([item]).values()).backward()
+    assert seen["global"].shape == (1, d) and seen["global"].grad is not None
+    assert seen["global"].grad.abs().sum() > 0  # the loss reaches the global feature
     w = model.roi_heads.box_predictor.cls_score.weight.grad
     assert w[:, d:].abs().sum() > 0  # the global half of the predictor learns
     branch = model.roi_heads.context.res5 if mode == "separate" else model.roi_heads.res5

@@ -43,9 +43,14 @@ def test_every_data_config_composes_and_instantiates(shapes_overrides, tmp_path)
 
 
 def test_top_level_configs_compose():
-    for name in ("train", "eval", "predict"):
-        cfg = compose_config(name, ["checkpoint=x.pth"] if name != "train" else [])
-        assert "output_dir" in cfg
+    needs = {"train": [], "eval": [], "predict": ["checkpoint=x.pth"], "demo": ["input=0"], "benchmark": [],
+             "ablation": ["checkpoint=a.pth", "context_checkpoint=b.pth"]}
+    names = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(str(CONFIG_DIR / "*.yaml")))
+    assert names == sorted(needs)
+    for name in names:
+        cfg = compose_config(name, needs[name])
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # every value resolves
+        assert "output_dir" in cfg or name == "demo"
 
 
 def test_unknown_key_fails_with_hydra_error():

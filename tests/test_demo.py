@@ -108,10 +108,12 @@ def test_video_frames_in_order_with_boxes_on_the_shapes(checkpoint, tmp_path):
     assert len(frames) == 30 and fps == pytest.approx(10.0)
     assert frames[0].shape == (SIZE, SIZE, 3)
     assert [decode_index(f) for f in frames] == list(range(30))
-    for i, frame in enumerate(frames):
-        ref, objects = scene(i)
-        for _, box in objects:
-            assert perimeter_change(frame, ref, box) > 25, f"no box drawn around {box} in frame {i}"
+    # Compare with the decoded source (same compression): re-encoding alone changes an outline band by
+    # ~1-2 grey levels on average, a drawn 1-px box line (even 3 px off) by ~18-21.
+    source_frames, _ = read_video(src)
+    for i, (frame, source) in enumerate(zip(frames, source_frames)):
+        for _, box in scene(i)[1]:
+            assert perimeter_change(frame, source, box, band=4) > 8, f"no box drawn around {box} in frame {i}"
 
 
 def test_image_folder_skips_and_counts_undecodable_frames(checkpoint, tmp_path):

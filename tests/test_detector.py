@@ -104,8 +104,11 @@ def test_predict_api_maps_boxes_to_original_pixels(tmp_path):
 
 
 def test_detector_from_config_real_forward():
-    det = Detector.from_config("quickstart", class_names=["a", "b", "c"], device="cpu")
-    out = det.predict(np.full((150, 200, 3), 128, np.uint8))
-    assert out["boxes"].shape[1:] == (4,) and len(out["class_names"]) == len(out["scores"])
-    if len(out["boxes"]):
-        assert out["boxes"][:, 2].max() <= 200 and out["boxes"][:, 3].max() <= 150
+    det = Detector.from_config("quickstart", class_names=["a", "b", "c"], device="cpu",
+                               overrides=["model.roi_heads.score_thresh=0.0"])
+    out = det.predict(np.random.default_rng(0).integers(0, 256, (150, 200, 3), dtype=np.uint8))
+    assert len(out["boxes"]) > 0 and out["boxes"].shape[1:] == (4,)
+    assert len(out["class_names"]) == len(out["scores"]) == len(out["labels"])
+    assert out["boxes"][:, 2].max() <= 200 and out["boxes"][:, 3].max() <= 150
+    with pytest.raises(Exception, match="score_threshold"):
+        Detector.from_config("quickstart", class_names=["a"], overrides=["model.roi_heads.score_threshold=0.1"])

@@ -10,7 +10,7 @@ import os
 import cv2
 import numpy as np
 
-from detectres.config import build_model, compose_config, to_plain
+from detectres.config import build_model, checkpoint_config, compose_config
 from detectres.data.datasets.coco_names import COCO_CLASSES
 from detectres.engine.checkpoint import atomic_torch_save
 from detectres.utils.benchmark import init_weights
@@ -38,7 +38,7 @@ def main() -> None:
     cfg = compose_config("train", ["model=r101_c4", "data=coco"])
     model = build_model(cfg.model, num_classes=80)
     init_weights(model, seed=0)
-    atomic_torch_save({"model": model.state_dict(), "config": to_plain(cfg), "class_names": list(COCO_CLASSES)},
+    atomic_torch_save({"model": model.state_dict(), "config": checkpoint_config(cfg), "class_names": list(COCO_CLASSES)},
                       os.path.join(a.out, "r101_c4_random.pth"))
     write_video(os.path.join(a.out, "street_720p.mp4"), a.frames)
     print(f"wrote {a.out}/r101_c4_random.pth and {a.out}/street_720p.mp4 ({a.frames} frames, 1280x720)")

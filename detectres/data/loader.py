@@ -12,14 +12,25 @@ def list_collate(batch: list[dict]) -> list[dict]:
     return batch
 
 
+def seed_transforms(dataset: Dataset, seed: int) -> None:
+    """Seed the dataset's albumentations pipeline (random sizes and flips) for reproducible runs."""
+    transforms = getattr(dataset, "transforms", None)
+    if transforms is not None and hasattr(transforms, "set_random_seed"):
+        transforms.set_random_seed(seed % 2**31)
+
+
 def worker_init(worker_id: int) -> None:
     # Workers only decode and resize; one thread each keeps the cores for the model.
     torch.set_num_threads(1)
+    info = torch.utils.data.get_worker_info()
+    seed_transforms(info.dataset, info.seed)  # differs per worker, follows the main process's seed
 
 
 def build_train_loader(dataset: Dataset, *, batch_size: int, num_workers: int = 0, seed: int = 0,
                        aspect_ratio_grouping: bool = True) -> DataLoader:
     sampler = InfiniteShuffleSampler(len(dataset), seed=seed)
+    if num_workers == 0:
+        seed_transforms(dataset, seed)
     ratios = getattr(dataset, "aspect_ratios", None)
     if aspect_ratio_grouping and ratios is not None:
         batch_sampler = AspectRatioGroupedBatchSampler(sampler, ratios, batch_size)

@@ -5,7 +5,6 @@ leaves them unchanged and a flip mirrors them.
 """
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import albumentations as A
@@ -53,7 +52,7 @@ class ResizeShortestEdge(A.DualTransform):
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         height, width = params["shape"][:2]
-        short = random.choice(self.short_edges)
+        short = self.py_random.choice(self.short_edges)  # the pipeline's seeded generator
         return {"out_hw": shortest_edge_size(height, width, short, self.max_size)}
 
     def apply(self, img: np.ndarray, out_hw: tuple[int, int] = (0, 0), **params: Any) -> np.ndarray:

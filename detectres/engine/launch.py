@@ -13,7 +13,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from detectres.config import build_model, resolve_device, set_threads, to_plain
+from detectres.config import build_model, checkpoint_config, resolve_device, set_threads
 from detectres.data.build import build_dataset, build_loaders
 from detectres.data.loader import build_test_loader, build_train_loader
 from detectres.engine.checkpoint import Checkpointer
@@ -71,7 +71,7 @@ def train_from_config(cfg: DictConfig) -> dict:
     scheduler = WarmupMultiStepLR(optimizer, steps=list(s.steps), gamma=s.gamma, warmup_iters=s.warmup_iters,
                                   warmup_factor=s.warmup_factor)
     checkpointer = Checkpointer(cfg.output_dir, model=model, optimizer=optimizer, scheduler=scheduler,
-                                extra={"config": to_plain(cfg), "class_names": class_names})
+                                extra={"config": checkpoint_config(cfg), "class_names": class_names})
     start_iter = checkpointer.resume() if cfg.resume else 0
     if start_iter:
         logger.info("resuming from %s at iteration %d", checkpointer.last_checkpoint(), start_iter)

@@ -33,13 +33,18 @@ class RoIPooler(nn.Module):
 
     def forward(self, features: Tensor, boxes: list[Tensor]) -> Tensor:
         """features (N, C, H, W); boxes: N tensors (R_i, 4) -> (sum R_i, C, S, S)."""
-        rois = boxes_to_rois(boxes, features.dtype)
+        # Coordinates stay fp32 even under bf16/fp16 autocast: a half-precision 800 px coordinate
+        # would snap to a 4 px grid.
+        rois = boxes_to_rois(boxes, torch.float32)
         if rois.shape[0] == 0:
             return features.new_zeros((0, features.shape[1], self.output_size, self.output_size))
         size = (self.output_size, self.output_size)
+        x = features.float()
         if self.kind == "pool":
-            return roi_pool(features, rois, size, self.spatial_scale)
-        return roi_align(features, rois, size, self.spatial_scale, self.sampling_ratio, self.aligned)
+            out = roi_pool(x, rois, size, self.spatial_scale)
+        else:
+            out = roi_align(x, rois, size, self.spatial_scale, self.sampling_ratio, self.aligned)
+        return out.to(features.dtype)
 
 
 def boxes_to_rois(boxes: list[Tensor], dtype: torch.dtype) -> Tensor:

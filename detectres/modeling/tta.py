@@ -94,7 +94,8 @@ class TestTimeDetector(nn.Module):
 
     def features_at(self, image: Tensor, short: int) -> ScaleFeatures:
         h, w = image.shape[-2:]
-        new_h, new_w = shortest_edge_size(h, w, short, self.max_size)
+        # the long-side cap grows with the scale, so large test scales are not all clipped to one size
+        new_h, new_w = shortest_edge_size(h, w, short, round(self.max_size * max(1.0, short / self.min_size)))
         hwc = np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())
         resized = torch.from_numpy(np.ascontiguousarray(resize_image(hwc, (new_h, new_w), self.interpolation)
                                                         .transpose(2, 0, 1)))

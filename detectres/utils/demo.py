@@ -61,10 +61,11 @@ def class_filter(names: list[str] | None, class_names: list[str]) -> set[int] | 
 def run_demo(cfg: DictConfig) -> PipelineStats:
     source = open_source(str(cfg.input))
     try:
-        sinks = build_sinks(cfg, source)
         detector = build_detector(cfg)
+        sinks = build_sinks(cfg, source)
         window = next((s for s in sinks if isinstance(s, WindowSink)), None)
-        stats = run_pipeline(source, detector.predict, sinks, class_names=detector.class_names,
+        stats = run_pipeline(source, detector.predict_prepared, sinks, class_names=detector.class_names,
+                             prepare=detector.prepare,
                              score_thresh=cfg.score_thresh,
                              keep_labels=class_filter(cfg.classes, detector.class_names),
                              max_frames=cfg.max_frames, queue_size=cfg.queue_size,

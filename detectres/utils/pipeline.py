@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -81,11 +81,13 @@ class _Interrupt:
         return False
 
 
-def run_pipeline(frames, predict: Callable[[np.ndarray], dict], sinks: list, *, class_names: list[str],
-                 score_thresh: float = 0.5, keep_labels: set[int] | None = None, max_frames: int = 0,
-                 queue_size: int = 8, should_stop: Callable[[], bool] = lambda: False) -> PipelineStats:
-    """Run ``predict`` on every frame of ``frames`` (an iterable of :class:`Frame`) and hand the drawn
-    frames, in order, to every sink's ``write(frame, image)``."""
+def run_pipeline(frames, predict: Callable[[Any], dict], sinks: list, *, class_names: list[str],
+                 prepare: Callable[[np.ndarray], Any] = lambda image: image, score_thresh: float = 0.5,
+                 keep_labels: set[int] | None = None, max_frames: int = 0, queue_size: int = 8,
+                 should_stop: Callable[[], bool] = lambda: False) -> PipelineStats:
+    """Run ``predict(prepare(image))`` on every frame of ``frames`` (an iterable of :class:`Frame`) and
+    hand the drawn frames, in order, to every sink's ``write(frame, image)``. ``prepare`` (e.g. the
+    resize) runs in the reader thread, so only ``predict`` is on the model's critical path."""
     stats = PipelineStats()
     stop = threading.Event()
     read_q: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -107,7 +109,8 @@ def run_pipeline(frames, predict: Callable[[np.ndarray], dict], sinks: list, *, 
                 if stop.is_set() or (max_frames and stats.read >= max_frames):
                     break
                 stats.read += 1
-                if not put(read_q, frame):
+                prepared = prepare(frame.image) if frame.image is not None else None
+                if not put(read_q, (frame, prepared)):
                     break
         except BaseException as e:  # surfaced in the main thread
             errors.append(e)
@@ -137,20 +140,22 @@ def run_pipeline(frames, predict: Callable[[np.ndarray], dict], sinks: list, *, 
     try:
         with _Interrupt():
             while not stop.is_set():
-                frame = read_q.get()
-                if frame is _END:
+                item = read_q.get()
+                if item is _END:
                     break
+                frame, prepared = item
                 if frame.image is None:
                     stats.skipped += 1
                     stats.skipped_names.append(frame.name)
                     continue
                 m0 = time.perf_counter()
-                prediction = filter_prediction(predict(frame.image), keep_labels)
+                prediction = filter_prediction(predict(prepared), keep_labels)
                 now = time.perf_counter()
                 stats.model_seconds += now - m0
                 stats.processed += 1
                 fps = stats.processed / (now - t0)
-                write_q.put((frame, prediction, fps))
+                if not put(write_q, (frame, prediction, fps)):
+                    break
                 if should_stop():
                     break
     except KeyboardInterrupt:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from detectres.config import compose_config, to_plain
+from detectres.config import checkpoint_config, compose_config
 from detectres.engine.checkpoint import atomic_torch_save
 from detectres.weights.loading import FORMATS, read_weights
 
@@ -13,6 +13,8 @@ RES4_BLOCKS_TO_DEPTH = {6: 50, 23: 101, 36: 152}
 def infer_model_name(state_dict: dict, fmt: str) -> str:
     """``r{depth}_c4`` (``_tv`` for torchvision weights) from the number of res4 blocks."""
     blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"backbone\.res4\.(\d+)\.", k))}
+    if not any(k.startswith("backbone.res4.0.conv3.") for k in state_dict):
+        raise ValueError("basic-block (ResNet-18/34) weights: pass --model (e.g. r18_c4)")
     depth = RES4_BLOCKS_TO_DEPTH.get(len(blocks))
     if depth is None:
         raise ValueError(f"cannot tell the ResNet depth from {len(blocks)} res4 blocks; pass --model")
@@ -37,6 +39,6 @@ def convert_file(src: str, dst: str, fmt: str, model: str | None = None) -> dict
         if weights.class_names is not None:
             overrides.append("data=coco")
             out["class_names"] = weights.class_names
-        out["config"] = to_plain(compose_config("train", overrides))
+        out["config"] = checkpoint_config(compose_config("train", overrides))
     atomic_torch_save(out, dst)
     return out

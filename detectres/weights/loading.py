@@ -152,7 +152,9 @@ def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor
     Not strict: mismatched shapes are skipped (e.g. a new class count) and everything is logged.
     """
     own = model.state_dict()
-    missing = [k for k in own if k not in state_dict and not k.startswith(expected_missing)]
+    # BatchNorm step counters carry no weights; ImageNet files converted for FrozenBN drop them.
+    missing = [k for k in own if k not in state_dict and not k.startswith(expected_missing)
+               and not k.endswith("num_batches_tracked")]
     fresh = [k for k in own if k not in state_dict and k.startswith(expected_missing)]
     unexpected = [k for k in state_dict if k not in own]
     shape_mismatch = [

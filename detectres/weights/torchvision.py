@@ -3,7 +3,7 @@
 torchvision: ``conv1``, ``bn1``, ``layer{1..4}.{j}.conv{k}``/``bn{k}``, ``downsample.{0,1}``, ``fc``.
 detectres:   ``stem.conv1`` (+ ``.norm``), ``res{2..5}.{j}.conv{k}`` (+ ``.norm``), ``shortcut``.
 torchvision puts the stride on the 3x3 conv, so build the backbone with ``stride_in_1x1=False`` and
-feed RGB normalised by ImageNet mean/std (configs/model/*_torchvision.yaml).
+feed RGB normalised by ImageNet mean/std (configs/model/r50_c4_tv.yaml, r101_c4_tv.yaml).
 """
 from __future__ import annotations
 

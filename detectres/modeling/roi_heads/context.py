@@ -23,7 +23,7 @@ class GlobalContext(nn.Module):
     def forward(self, features: Tensor, image_sizes: list[tuple[int, int]], pool, res5: nn.Module,
                 memory_format: torch.memory_format) -> Tensor:
         """(N, C, H, W) res4 features -> (N, D) global features, one per image."""
-        whole = [features.new_tensor([[0.0, 0.0, float(w), float(h)]]) for h, w in image_sizes]
+        whole = [torch.tensor([[0.0, 0.0, float(w), float(h)]], device=features.device) for h, w in image_sizes]
         head = res5 if self.shared else self.res5
         pooled = pool(features, whole).contiguous(memory_format=memory_format)
         return head(pooled).mean(dim=(2, 3))

@@ -63,7 +63,7 @@ def refine_detections(score_boxes: Callable[[Tensor], tuple[Tensor, Tensor]], lo
     """The paper's iterative localisation for one image.
 
     1. Each proposal's box of its highest-scoring class is re-pooled and scored and regressed again
-       (``score_boxes(boxes) -> logits, deltas``, the same head).
+       (``score_boxes(boxes) -> logits, deltas``, the same head), for that class.
     2. The refined predictions are unioned with the original ones (per class).
     3. NMS at ``nms_thresh`` (0.3), then box voting at IoU ``vote_thresh`` (0.5) over the union.
     """
@@ -71,6 +71,8 @@ def refine_detections(score_boxes: Callable[[Tensor], tuple[Tensor, Tensor]], lo
     best = b1[torch.arange(len(b1), device=b1.device), s1.argmax(dim=1)]
     logits2, deltas2 = score_boxes(best)
     s2, b2 = class_scores_and_boxes(logits2, deltas2, best, image_hw, box_coder)
+    # each re-pooled box was regressed for its top class: it re-scores that class only
+    s2 = s2 * F.one_hot(s1.argmax(dim=1), s1.shape[1]).to(s2.dtype)
     boxes, scores, classes = flatten_class_matrix(torch.cat([s1, s2]), torch.cat([b1, b2]))
     return merge_detections(boxes, scores, classes, score_thresh=score_thresh, nms_thresh=nms_thresh,
                             vote_thresh=vote_thresh, max_detections=max_detections)
