@@ -1,8 +1,6 @@
 """Training hooks: LR schedule, periodic checkpoints, periodic evaluation, progress and metrics."""
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections import deque
 from typing import Callable
@@ -12,6 +10,7 @@ from tqdm import tqdm
 
 from detectres.engine.checkpoint import Checkpointer
 from detectres.engine.trainer import HookBase
+from detectres.utils.events import MetricsWriter
 
 
 class LRScheduler(HookBase):
@@ -42,7 +41,7 @@ class PeriodicEval(HookBase):
     """Calls ``eval_fn(iteration) -> metrics`` every ``period`` iterations and after training;
     results go to ``writer``."""
 
-    def __init__(self, eval_fn: Callable[[], dict], period: int, writer: "MetricsWriter"):
+    def __init__(self, eval_fn: Callable[[], dict], period: int, writer: MetricsWriter):
         self.eval_fn = eval_fn
         self.period = period
         self.writer = writer
@@ -64,31 +63,6 @@ class PeriodicEval(HookBase):
     def after_train(self) -> None:
         if self.last_eval_iter != self.trainer.max_iter - 1:
             self._run()
-
-
-class MetricsWriter:
-    """Appends one JSON object per record to ``metrics.jsonl`` and mirrors scalars to TensorBoard."""
-
-    def __init__(self, output_dir: str, tensorboard: bool = True):
-        os.makedirs(output_dir, exist_ok=True)
-        self.path = os.path.join(output_dir, "metrics.jsonl")
-        self.tb = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(output_dir)
-
-    def write(self, iteration: int, scalars: dict[str, float]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"iteration": iteration, **scalars}) + "\n")
-        if self.tb is not None:
-            for k, v in scalars.items():
-                self.tb.add_scalar(k, v, iteration)
-            self.tb.flush()
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
 
 
 class ProgressLogger(HookBase):

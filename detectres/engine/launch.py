@@ -17,11 +17,12 @@ from detectres.config import build_model, checkpoint_config, resolve_device, set
 from detectres.data.build import build_dataset, build_loaders
 from detectres.data.loader import build_test_loader, build_train_loader
 from detectres.engine.checkpoint import Checkpointer
-from detectres.engine.hooks import LRScheduler, MetricsWriter, PeriodicCheckpointer, PeriodicEval, ProgressLogger
+from detectres.engine.hooks import LRScheduler, PeriodicCheckpointer, PeriodicEval, ProgressLogger
 from detectres.engine.solver import WarmupMultiStepLR, build_optimizer
 from detectres.engine.trainer import Trainer
 from detectres.evaluation.coco import evaluate_detector
 from detectres.modeling.ensemble import EnsembleDetector
+from detectres.utils.events import MetricsWriter
 from detectres.utils.visualizer import draw_detections
 from detectres.weights import load_model_weights, load_weights_into, read_weights
 
