@@ -9,7 +9,8 @@ import torch
 from omegaconf import DictConfig
 
 from detectres.config import build_model, compose_config, merge_dotlist, resolve_device
-from detectres.data.transforms import resize_image, shortest_edge_size
+from detectres.data.transforms import resize_shortest_edge
+from detectres.utils.video import list_images
 from detectres.utils.visualizer import draw_detections
 from detectres.weights.loading import Weights, load_weights_into, read_weights
 
@@ -82,8 +83,7 @@ class Detector:
             got = f"{type(image).__name__} {getattr(image, 'shape', '')} {getattr(image, 'dtype', '')}"
             raise ValueError(f"predict expects an HxWx3 uint8 BGR numpy array, got {got}")
         h, w = image.shape[:2]
-        new_h, new_w = shortest_edge_size(h, w, self.min_size, self.max_size)
-        resized = resize_image(image, (new_h, new_w), self.interpolation)
+        resized = resize_shortest_edge(image, self.min_size, self.max_size, self.interpolation)
         tensor = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
         return {"image": tensor, "height": h, "width": w}
 
@@ -128,20 +128,6 @@ def read_image(path: str) -> np.ndarray:
     if image is None:
         raise ValueError(f"cannot decode image {path}: the file is corrupt or not an image")
     return image
-
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def list_images(path: str, max_images: int = 0) -> list[str]:
-    if os.path.isdir(path):
-        files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
-        if not files:
-            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
-        return files[:max_images] if max_images > 0 else files
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"input not found: {path}")
-    return [path]
 
 
 def predict_to_files(checkpoint: str, input_path: str | None, output_dir: str | None, *,

@@ -5,7 +5,7 @@ import torch
 
 from detectres.config import build_model, compose_config
 from detectres.modeling.ensemble import EnsembleDetector
-from detectres.modeling.roi_heads.refinement import box_voting, merge_detections, refine_detections
+from detectres.modeling.roi_heads.refinement import box_voting, merge_detections
 from detectres.modeling.tta import TestTimeDetector, choose_scale_pairs, flip_boxes
 from detectres.structures.boxes import scale_boxes
 

@@ -1,6 +1,5 @@
 import json
 import os
-import shutil
 
 import cv2
 import numpy as np

@@ -39,6 +39,11 @@ def shortest_edge_size(height: int, width: int, short: int, max_size: int) -> tu
     return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
+def resize_shortest_edge(image: np.ndarray, short: int, max_size: int, interpolation: str = "bilinear") -> np.ndarray:
+    """Resize an HxWxC image by :func:`shortest_edge_size` (the test-time resize outside a dataset)."""
+    return resize_image(image, shortest_edge_size(image.shape[0], image.shape[1], short, max_size), interpolation)
+
+
 class ResizeShortestEdge(A.DualTransform):
     """Resize so the shortest edge is one of ``short_edges`` (random choice when training) and the
     longest is at most ``max_size``."""

@@ -162,10 +162,9 @@ def build_eval_model(cfg: DictConfig, weights, source: str, num_classes: int, de
             member = build_model(OmegaConf.create(w.config).model if w.config else cfg.model, num_classes=num_classes)
             load_weights_into(member, w, source=path)
             members.append(member.to(device))
-        return EnsembleDetector(members), True
-    wrapper = instantiate(cfg.test)(model=model, min_size=cfg.input.min_size_test, max_size=cfg.input.max_size_test,
-                                    interpolation=cfg.input.get("interpolation", "bilinear"))
-    return wrapper, False
+        return EnsembleDetector(members)
+    return instantiate(cfg.test)(model=model, min_size=cfg.input.min_size_test, max_size=cfg.input.max_size_test,
+                                 interpolation=cfg.input.get("interpolation", "bilinear"))
 
 
 def evaluate_from_config(cfg: DictConfig, overrides: list[str]) -> dict:
@@ -176,14 +175,14 @@ def evaluate_from_config(cfg: DictConfig, overrides: list[str]) -> dict:
     output_dir = cfg.output_dir or os.path.join(os.path.dirname(os.path.abspath(source)), "eval")
     device = resolve_device(cfg.device)
     set_threads(cfg.num_threads, cfg.data.num_workers)
-    dataset = build_dataset(cfg, "val")
+    # test-time procedures pick their own sizes from the original images; ensembles take resized ones
+    ensemble = bool(cfg.get("ensemble"))
+    dataset = build_dataset(cfg, "val", resize=ensemble)
     class_names = weights.class_names or dataset.class_names
     if list(class_names) != list(dataset.class_names):
         raise ValueError(f"{source} was trained on classes {class_names} but {cfg.data.val.ann_file} "
                          f"lists {dataset.class_names}")
-    model, resized_inputs = build_eval_model(cfg, weights, source, len(class_names), device)
-    if not resized_inputs:
-        dataset = build_dataset(cfg, "val", resize=False)  # the test-time procedure picks its sizes
+    model = build_eval_model(cfg, weights, source, len(class_names), device)
     loader = build_test_loader(dataset, num_workers=cfg.data.num_workers)
     results = evaluate_detector(model, loader, dataset, output_dir, autocast=cfg.amp)
     write_eval_json(results, os.path.join(output_dir, "eval.json"))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from detectres.data.transforms import resize_image, shortest_edge_size
+from detectres.data.transforms import resize_shortest_edge
 from detectres.modeling.detector import FasterRCNN
 from detectres.modeling.roi_heads.predictor import fast_rcnn_inference, nonempty_detections
 from detectres.modeling.roi_heads.refinement import merge_detections, refine_detections
@@ -94,11 +94,12 @@ class TestTimeDetector(nn.Module):
 
     def features_at(self, image: Tensor, short: int) -> ScaleFeatures:
         h, w = image.shape[-2:]
-        # the long-side cap grows with the scale, so large test scales are not all clipped to one size
-        new_h, new_w = shortest_edge_size(h, w, short, round(self.max_size * max(1.0, short / self.min_size)))
         hwc = np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())
-        resized = torch.from_numpy(np.ascontiguousarray(resize_image(hwc, (new_h, new_w), self.interpolation)
-                                                        .transpose(2, 0, 1)))
+        # the long-side cap grows with the scale, so large test scales are not all clipped to one size
+        cap = round(self.max_size * max(1.0, short / self.min_size))
+        resized = resize_shortest_edge(hwc, short, cap, self.interpolation)
+        new_h, new_w = resized.shape[:2]
+        resized = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
         batch = self.model.preprocess([{"image": resized}])
         return ScaleFeatures(self.model.backbone(batch.tensor), batch.image_sizes[0], (new_w / w, new_h / h))
 

@@ -12,7 +12,6 @@ import statistics
 import time
 from collections import OrderedDict
 
-import cv2
 import numpy as np
 import torch
 import torchvision
@@ -24,7 +23,7 @@ from torchvision.ops import FrozenBatchNorm2d as TVFrozenBN
 from torchvision.ops import MultiScaleRoIAlign
 
 from detectres.config import build_model, compose_config
-from detectres.data.transforms import shortest_edge_size
+from detectres.data.transforms import resize_shortest_edge
 from detectres.modeling.backbones.norm import FrozenBatchNorm2d
 from detectres.weights.torchvision import IMAGENET_RGB_MEAN, IMAGENET_RGB_STD
 
@@ -94,8 +93,8 @@ def build_detectres_c4(channels_last: bool = True) -> nn.Module:
 def sample_inputs(image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, min_size: int, max_size: int):
     """The same resized image and targets in each model's input convention."""
     h, w = image.shape[:2]
-    nh, nw = shortest_edge_size(h, w, min_size, max_size)
-    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    resized = resize_shortest_edge(image, min_size, max_size)
+    nh, nw = resized.shape[:2]
     scaled = torch.as_tensor(boxes, dtype=torch.float32) * torch.tensor([nw / w, nh / h, nw / w, nh / h])
     ours = {"image": torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1))),
             "gt_boxes": scaled, "gt_classes": torch.as_tensor(classes, dtype=torch.long)}

@@ -16,7 +16,6 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from detectres.utils.video import Frame
 from detectres.utils.visualizer import draw_detections
 
 _END = object()

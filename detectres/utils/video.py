@@ -29,17 +29,23 @@ class Frame:
     name: str
 
 
+def list_images(path: str, max_images: int = 0) -> list[str]:
+    """``[path]`` for one image; the images of a folder sorted by name (at most ``max_images`` if > 0)."""
+    if os.path.isdir(path):
+        files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
+        if not files:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
+        return files[:max_images] if max_images > 0 else files
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"input not found: {path}")
+    return [path]
+
+
 class ImageSource:
     """One image or every image of a folder (sorted by name)."""
 
     def __init__(self, path: str):
-        if os.path.isdir(path):
-            self.paths = sorted(os.path.join(path, f) for f in os.listdir(path)
-                                if f.lower().endswith(IMAGE_EXTENSIONS))
-            if not self.paths:
-                raise SourceError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
-        else:
-            self.paths = [path]
+        self.paths = list_images(path)
         self.fps = 0.0
         self.size = None
 
