@@ -13,6 +13,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -76,6 +77,17 @@ def reapply_overrides(base: DictConfig, composed: DictConfig, overrides: list[st
             value = OmegaConf.select(composed, k, throw_on_missing=False)
             OmegaConf.update(base, k, value, merge=False, force_add=True)
     return base
+
+
+def instantiate_target(node: Any, **kwargs: Any) -> Any:
+    """Hydra's ``instantiate``, except that a data error raised by the target itself (a missing file,
+    a bad value) comes out as raised: Hydra would wrap it with its message ``repr()``'d onto one line."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, (OSError, ValueError, KeyError)):
+            raise e.__cause__ from None
+        raise
 
 
 def build_model(model_cfg: DictConfig, num_classes: int | None = None):

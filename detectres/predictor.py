@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from detectres.config import build_model, compose_config, merge_dotlist, resolve_device
+from detectres.data.image_io import read_image_file
 from detectres.data.transforms import resize_shortest_edge
 from detectres.utils.video import list_images
 from detectres.utils.visualizer import draw_detections
@@ -113,21 +114,20 @@ def dataset_class_names(cfg: DictConfig) -> list[str]:
     if names:
         return list(names)
     from detectres.data.build import prepare_data
-    from detectres.data.datasets.coco import load_coco
+    from detectres.data.datasets.coco import read_coco_json
+    from detectres.data.records import check_categories
 
     prepare_data(cfg.data)
     ann_file = cfg.data.train.ann_file
-    coco = load_coco(ann_file)
-    return [c["name"] for c in sorted(coco.loadCats(coco.getCatIds()), key=lambda c: c["id"])]
+    return [c["name"] for c in check_categories(read_coco_json(ann_file).get("categories"), ann_file)]
 
 
-def read_image(path: str) -> np.ndarray:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image not found: {path}")
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"cannot decode image {path}: the file is corrupt or not an image")
-    return image
+def validation_image_folder(val_cfg: DictConfig) -> str:
+    """The folder of the validation images: ``image_dir`` (COCO format) or the first image set's
+    ``JPEGImages`` (VOC layout)."""
+    if val_cfg.get("image_dir"):
+        return val_cfg.image_dir
+    return os.path.join(val_cfg.root, val_cfg.image_sets[0].split("/")[0], "JPEGImages")
 
 
 def predict_to_files(checkpoint: str, input_path: str | None, output_dir: str | None, *,
@@ -138,12 +138,12 @@ def predict_to_files(checkpoint: str, input_path: str | None, output_dir: str | 
     """
     detector = Detector.from_checkpoint(checkpoint, device=device)
     if input_path is None:
-        input_path = detector.config.data.val.image_dir
+        input_path = validation_image_folder(detector.config.data.val)
     output_dir = output_dir or os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "predictions")
     os.makedirs(output_dir, exist_ok=True)
     written = []
     for path in list_images(input_path, max_images):
-        image = read_image(path)
+        image = read_image_file(path)
         prediction = detector.predict(image)
         out_path = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0] + ".jpg")
         cv2.imwrite(out_path, detector.draw(image, prediction, score_thresh))

@@ -31,9 +31,22 @@ def test_every_solver_config_has_detectron2_keys(solver):
 
 
 def test_every_data_config_composes_and_instantiates(shapes_overrides, tmp_path):
+    from hydra.utils import get_class
+
+    from detectres.data.checks import PROBLEM_KINDS
+    from detectres.data.datasets.base import DetectionDataset
+
+    assert group_options("data") == ["coco", "coco8", "custom", "shapes", "voc07", "voc0712"]
     for data in group_options("data"):
         cfg = compose_config("train", [f"data={data}"])
-        assert cfg.data.train._target_.endswith("COCODataset")
+        for split in ("train", "val"):
+            assert issubclass(get_class(cfg.data[split]._target_), DetectionDataset)
+            assert cfg.data[split].checks == cfg.data.checks
+        assert get_class(cfg.data.evaluator._target_).__name__ in ("COCOEvaluator", "VOCEvaluator")
+        # the YAML lists every problem kind with the default the code has
+        checks = OmegaConf.to_container(cfg.data.checks)
+        assert checks.pop("scan") == "exists"
+        assert checks == {kind: spec.policies[0] for kind, spec in PROBLEM_KINDS.items()}
     # the ones with files here instantiate for real
     assert len(build_dataset(compose_config("train", ["data=coco8"]), "val")) == 4
     assert len(build_dataset(compose_config("train", shapes_overrides), "train")) == 24
@@ -44,13 +57,14 @@ def test_every_data_config_composes_and_instantiates(shapes_overrides, tmp_path)
 
 def test_top_level_configs_compose():
     needs = {"train": [], "eval": [], "predict": ["checkpoint=x.pth"], "demo": ["input=0"], "benchmark": [],
+             "check_data": [],
              "ablation": ["checkpoint=a.pth", "context_checkpoint=b.pth"]}
     names = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(str(CONFIG_DIR / "*.yaml")))
     assert names == sorted(needs)
     for name in names:
         cfg = compose_config(name, needs[name])
         OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # every value resolves
-        assert "output_dir" in cfg or name == "demo"
+        assert "output_dir" in cfg or name in ("demo", "check_data")
 
 
 def test_unknown_key_fails_with_hydra_error():

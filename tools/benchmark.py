@@ -9,28 +9,22 @@ import json
 import os
 
 import hydra
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from detectres.config import CONFIG_DIR
-from detectres.data.datasets.coco import load_coco
-from detectres.predictor import read_image
+from detectres.data.datasets.coco import COCODataset
+from detectres.data.image_io import read_image_file
 from detectres.utils.benchmark import run_benchmark
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="benchmark", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     torch.set_num_threads(cfg.num_threads or os.cpu_count() or 1)
-    image = read_image(cfg.image)
-    coco = load_coco(cfg.ann_file)
+    image = read_image_file(cfg.image)
+    dataset = COCODataset(image_dir=os.path.dirname(cfg.image), ann_file=cfg.ann_file)
     name = os.path.basename(cfg.image)
-    img_id = next(i for i, info in coco.imgs.items() if info["file_name"] == name)
-    cat_ids = sorted(coco.getCatIds())
-    anns = coco.imgToAnns[img_id]
-    boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                      for a in anns], np.float32).reshape(-1, 4)
-    classes = np.array([cat_ids.index(a["category_id"]) for a in anns], np.int64)
+    boxes, classes = dataset.annotations(next(i for i in dataset.image_ids if dataset.coco.imgs[i]["file_name"] == name))
     print(f"{torch.__version__=} {torch.get_num_threads()=} device=cpu fp32={not cfg.amp}")
     r = run_benchmark(image=image, boxes=boxes, classes=classes, min_size=cfg.min_size, max_size=cfg.max_size,
                       rounds=cfg.rounds, warmup=cfg.warmup, amp=cfg.amp)

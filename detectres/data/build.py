@@ -1,10 +1,13 @@
 """Datasets and loaders from the ``data`` and ``input`` config nodes."""
 from __future__ import annotations
 
+import logging
+
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from detectres.data.datasets.coco import COCODataset
+from detectres.config import instantiate_target
+from detectres.data.datasets.base import DetectionDataset
 from detectres.data.loader import build_test_loader, build_train_loader
 from detectres.data.transforms import build_transforms
 
@@ -25,12 +28,20 @@ def test_transforms(input_cfg: DictConfig):
                             interpolation=input_cfg.get("interpolation", "bilinear"))
 
 
-def build_dataset(cfg: DictConfig, split: str, resize: bool = True) -> COCODataset:
+logger = logging.getLogger(__name__)
+
+
+def build_dataset(cfg: DictConfig, split: str, resize: bool = True) -> DetectionDataset:
     """``split`` is "train" (training transforms) or "val" (test transforms); ``resize=False`` keeps
-    the original images (for test-time procedures that choose their own sizes)."""
+    the original images (for test-time procedures that choose their own sizes). The data check
+    summary is logged; in training an image that fails to load is replaced by the next one."""
     prepare_data(cfg.data)
     transforms = train_transforms(cfg.input) if split == "train" else test_transforms(cfg.input)
-    return instantiate(cfg.data[split], transforms=transforms if resize else None)
+    dataset = instantiate_target(cfg.data[split], transforms=transforms if resize else None)
+    dataset.substitute_bad_images = split == "train"
+    log = logger.warning if dataset.report.problems else logger.info
+    log("data check, %s split (%d images): %s", split, len(dataset), dataset.report.summary())
+    return dataset
 
 
 def build_loaders(cfg: DictConfig):

@@ -44,3 +44,18 @@ def build_train_loader(dataset: Dataset, *, batch_size: int, num_workers: int = 
 def build_test_loader(dataset: Dataset, *, batch_size: int = 1, num_workers: int = 0) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                       collate_fn=list_collate, worker_init_fn=worker_init)
+
+
+class SkippedImageCounter:
+    """Passes ``loader``'s batches through, keeping the messages of images the dataset skipped
+    (items carry them in ``skipped``, so this works across loader worker processes)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+        self.messages: list[str] = []
+
+    def __iter__(self):
+        for batch in self.loader:
+            for item in batch:
+                self.messages.extend(item.get("skipped", ()))
+            yield batch

@@ -15,12 +15,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from detectres.config import build_model, checkpoint_config, resolve_device, set_threads
 from detectres.data.build import build_dataset, build_loaders
-from detectres.data.loader import build_test_loader, build_train_loader
+from detectres.data.loader import SkippedImageCounter, build_test_loader, build_train_loader
 from detectres.engine.checkpoint import Checkpointer
 from detectres.engine.hooks import LRScheduler, PeriodicCheckpointer, PeriodicEval, ProgressLogger
 from detectres.engine.solver import WarmupMultiStepLR, build_optimizer
 from detectres.engine.trainer import Trainer
-from detectres.evaluation.coco import evaluate_detector
+from detectres.evaluation.evaluator import build_evaluator, evaluate_detector
 from detectres.modeling.ensemble import EnsembleDetector
 from detectres.utils.events import MetricsWriter
 from detectres.utils.visualizer import draw_detections
@@ -48,7 +48,7 @@ def write_eval_json(results: dict, path: str) -> None:
 
 
 def print_summary(results: dict) -> None:
-    keys = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+    keys = [k for k in ("AP", "AP50", "AP75", "APs", "APm", "APl") if k in results]
     print("bbox | " + " | ".join(f"{k:>6}" for k in keys))
     print("     | " + " | ".join(f"{results[k]:6.2f}" for k in keys))
 
@@ -82,8 +82,8 @@ def train_from_config(cfg: DictConfig) -> dict:
     writer = MetricsWriter(cfg.output_dir)
 
     def run_eval() -> dict:
-        results = evaluate_detector(model, val_loader, val_set, os.path.join(cfg.output_dir, "inference"),
-                                    autocast=cfg.amp)
+        results = evaluate_detector(model, val_loader, build_evaluator(cfg.data, val_set),
+                                    os.path.join(cfg.output_dir, "inference"), autocast=cfg.amp)
         write_eval_json(results, os.path.join(cfg.output_dir, "eval.json"))
         print_summary(results)
         return results
@@ -93,12 +93,16 @@ def train_from_config(cfg: DictConfig) -> dict:
              ProgressLogger(writer, period=cfg.log_period)]
     logger.info("training on %s (%d threads) for %d iterations, %d images per batch; output in %s",
                 device, threads, s.max_iter, s.ims_per_batch, cfg.output_dir)
-    trainer = Trainer(model=model, optimizer=optimizer, data_loader=train_loader, max_iter=s.max_iter,
+    batches = SkippedImageCounter(train_loader)
+    trainer = Trainer(model=model, optimizer=optimizer, data_loader=batches, max_iter=s.max_iter,
                       hooks=hooks, amp=cfg.amp, clip_grad_norm=s.clip_grad_norm)
     try:
         trainer.train(start_iter)
     finally:
         writer.close()
+        if batches.messages:
+            logger.warning("%d image(s) failed to load during training and were skipped:\n  %s",
+                           len(batches.messages), "\n  ".join(batches.messages))
     if cfg.vis_images:
         draw_dataset_predictions(model, val_set, os.path.join(cfg.output_dir, "vis"), cfg.vis_images)
     return evaluator.last_results or {}
@@ -184,7 +188,7 @@ def evaluate_from_config(cfg: DictConfig, overrides: list[str]) -> dict:
                          f"lists {dataset.class_names}")
     model = build_eval_model(cfg, weights, source, len(class_names), device)
     loader = build_test_loader(dataset, num_workers=cfg.data.num_workers)
-    results = evaluate_detector(model, loader, dataset, output_dir, autocast=cfg.amp)
+    results = evaluate_detector(model, loader, build_evaluator(cfg.data, dataset), output_dir, autocast=cfg.amp)
     write_eval_json(results, os.path.join(output_dir, "eval.json"))
     print_summary(results)
     print(f"{results['seconds_per_image']:.4f} s/image; wrote {os.path.join(output_dir, 'eval.json')} "

@@ -9,15 +9,12 @@ import io
 import json
 import logging
 import os
-import time
-from typing import Iterable
 
 import numpy as np
 import torch
 from pycocotools.cocoeval import COCOeval
-from tqdm import tqdm
 
-from detectres.data.datasets.coco import COCODataset
+from detectres.data.datasets.base import DetectionDataset
 
 logger = logging.getLogger(__name__)
 
@@ -25,15 +22,20 @@ STAT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", 
 
 
 class COCOEvaluator:
-    """Collects detections for a :class:`COCODataset` and scores them against its annotations."""
+    """Collects detections for a :class:`DetectionDataset` and scores them against its annotations.
 
-    def __init__(self, dataset: COCODataset):
+    Only the images passed to :meth:`process` are scored.
+    """
+
+    def __init__(self, dataset: DetectionDataset):
         self.dataset = dataset
         self.results: list[dict] = []
+        self.image_ids: list[int] = []
 
     def process(self, inputs: list[dict], outputs: list[dict[str, torch.Tensor]]) -> None:
         to_cat = self.dataset.label_to_category_id
         for x, out in zip(inputs, outputs):
+            self.image_ids.append(int(x["image_id"]))
             boxes = out["pred_boxes"].detach().cpu().float()
             boxes[:, 2:] -= boxes[:, :2]  # XYXY -> XYWH
             for box, score, label in zip(boxes.tolist(), out["scores"].tolist(), out["pred_classes"].tolist()):
@@ -56,7 +58,7 @@ class COCOEvaluator:
         with contextlib.redirect_stdout(io.StringIO()):
             dt = gt.loadRes(self.results)
         coco_eval = COCOeval(gt, dt, "bbox")
-        coco_eval.params.imgIds = self.dataset.image_ids
+        coco_eval.params.imgIds = sorted(set(self.image_ids))
         buffer = io.StringIO()
         with contextlib.redirect_stdout(buffer):
             coco_eval.evaluate()
@@ -80,33 +82,8 @@ def per_class_ap(coco_eval: COCOeval, class_names: list[str]) -> dict[str, float
     return out
 
 
-def format_per_class_table(per_class: dict[str, float], columns: int = 3) -> str:
+def format_per_class_table(per_class: dict[str, float], columns: int = 3, title: str = "Per-category bbox AP") -> str:
     cells = [f"{name[:18]:<18} {ap:6.2f}" for name, ap in per_class.items()]
     header = " | ".join([f"{'category':<18} {'AP':>6}"] * min(columns, len(cells)))
     rows = [" | ".join(cells[i:i + columns]) for i in range(0, len(cells), columns)]
-    return "Per-category bbox AP:\n" + "\n".join([header, "-" * len(header), *rows])
-
-
-@torch.no_grad()
-def evaluate_detector(model: torch.nn.Module, loader: Iterable, dataset: COCODataset,
-                      output_dir: str | None = None, autocast: bool = False) -> dict:
-    """Run ``model`` over ``loader`` and score it with :class:`COCOEvaluator`."""
-    from detectres.engine.amp import autocast_context
-
-    was_training = model.training
-    model.eval()
-    evaluator = COCOEvaluator(dataset)
-    model_seconds, images = 0.0, 0
-    try:
-        for inputs in tqdm(loader, desc="eval", unit="img", leave=False, dynamic_ncols=True):
-            t0 = time.perf_counter()
-            with autocast_context(model, autocast):
-                outputs = model(inputs)
-            model_seconds += time.perf_counter() - t0
-            images += len(inputs)
-            evaluator.process(inputs, outputs)
-    finally:
-        model.train(was_training)
-    results = evaluator.evaluate(output_dir)
-    results["seconds_per_image"] = model_seconds / max(1, images)  # the model alone, data loading excluded
-    return results
+    return f"{title}:\n" + "\n".join([header, "-" * len(header), *rows])

@@ -12,6 +12,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from detectres.data.image_io import ImageFileError, read_image_file
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 # A video that fails to decode this many frames in a row is treated as ended.
@@ -51,7 +53,11 @@ class ImageSource:
 
     def __iter__(self) -> Iterator[Frame]:
         for i, path in enumerate(self.paths):
-            yield Frame(i, cv2.imread(path, cv2.IMREAD_COLOR), os.path.basename(path))
+            try:
+                image = read_image_file(path)
+            except ImageFileError:
+                image = None  # counted as a skipped frame downstream
+            yield Frame(i, image, os.path.basename(path))
 
     def close(self) -> None:
         pass

@@ -1,4 +1,5 @@
-from detectres.data.datasets.coco import COCODataset, DatasetError
+from detectres.data.datasets.coco import COCODataset
 from detectres.data.datasets.shapes import ensure_shapes_dataset
+from detectres.data.datasets.voc import VOCDataset
 
-__all__ = ["COCODataset", "DatasetError", "ensure_shapes_dataset"]
+__all__ = ["COCODataset", "VOCDataset", "ensure_shapes_dataset"]

@@ -1,0 +1,49 @@
+"""What ``tools/check_data.py`` runs: load each split with the configured checks and report."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+import os
+
+from omegaconf import DictConfig, OmegaConf
+
+from detectres.config import instantiate_target
+from detectres.data.build import prepare_data
+from detectres.data.checks import DataCheckError, DataReport
+
+
+def load_report(cfg: DictConfig, split: str) -> tuple[DataReport | None, int, str]:
+    """(report, images kept, error) for one split, the images read at ``cfg.scan`` level."""
+    try:
+        dataset = instantiate_target(cfg.data[split], transforms=None)
+    except DataCheckError as e:
+        return e.report, 0, str(e)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        return None, 0, f"{type(e).__name__}: {e}"
+    return dataset.report, len(dataset), ""
+
+
+def check_splits(cfg: DictConfig) -> int:
+    """Print each split's report; returns the exit status (1 if a split cannot be used)."""
+    OmegaConf.update(cfg, "data.checks.scan", cfg.scan)
+    prepare_data(cfg.data)
+    status, everything = 0, {}
+    for split in cfg.splits:
+        report, kept, error = load_report(cfg, split)
+        print(f"== {split}")
+        if report is not None:
+            print(report.summary(examples=cfg.show))
+        if error:
+            print(f"cannot use the {split} split:\n{error}" if report is None else f"{split}: stops before training "
+                  f"({len(report.fatal)} problem(s) with policy 'fail')")
+            status = 1
+        else:
+            print(f"{split}: {kept} images usable")
+        everything[split] = {"usable_images": kept, "error": error,
+                             "problems": [asdict(p) for p in (report.problems if report else [])]}
+    if cfg.output:
+        os.makedirs(os.path.dirname(os.path.abspath(cfg.output)), exist_ok=True)
+        with open(cfg.output, "w") as f:
+            json.dump(everything, f, indent=2)
+        print(f"wrote {cfg.output}")
+    return status

@@ -1,0 +1,193 @@
+"""A detection dataset over checked COCO-style records (COCO and VOC both load into this).
+
+Items are dicts: ``image`` (3, H, W) uint8 BGR after ``transforms``, ``gt_boxes`` (G, 4) XYXY
+float32, ``gt_classes`` (G,) int64, ``image_id``, ``file_name``, and the original ``height``/``width``.
+Category ids (any, possibly non-contiguous) map to contiguous labels 0..K-1 in the order of their
+ids; ``label_to_category_id`` maps back. Crowd boxes (and VOC "difficult" ones unless kept) are left
+out of training targets; images without objects are kept.
+
+An image that fails to load when read (it was fine, or not looked at, when the dataset loaded) is
+skipped by its policy: with ``substitute_bad_images`` (training) the next good image takes its place,
+otherwise (evaluation) a stub ``{"image_id", "file_name", "skipped"}`` is returned. Either way the
+item carries ``skipped``: the messages, so the caller can count them across loader workers.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+from typing import Any, Mapping
+
+import albumentations as A
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from detectres.data.checks import FAIL, FIX, DataCheckError, DataReport, scan_level
+from detectres.data.image_io import ImageFileError, image_file_size, read_image_file
+from detectres.data.records import clean_records, drop_images
+from detectres.data.transforms import apply_transforms
+
+logger = logging.getLogger(__name__)
+
+
+def coco_index(records: dict) -> COCO:
+    """A pycocotools index over in-memory records (what COCOeval needs as ground truth)."""
+    coco = COCO()
+    coco.dataset = records
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+class DetectionDataset(Dataset):
+    """Checks ``records`` (see :mod:`detectres.data.checks` for ``checks``), then serves items.
+
+    Args:
+        name: how the report and messages name this dataset (e.g. the annotation file).
+        image_root: the folder that ``file_name`` entries are relative to.
+        records: COCO-style ``{"images", "annotations", "categories"}``.
+        transforms: an albumentations pipeline (see :mod:`detectres.data.transforms`), or None.
+        checks: ``{"scan": exists|header|decode, <problem kind>: <policy>, ...}``.
+        ignore_flag: an annotation key (e.g. "difficult") whose true value leaves the box out of
+            training targets, like ``iscrowd``.
+    """
+
+    def __init__(self, *, name: str, image_root: str, records: dict, transforms: A.Compose | None = None,
+                 checks: Mapping[str, str] | None = None, ignore_flag: str | None = None):
+        checks = dict(checks or {})
+        requested_scan = checks.pop("scan", "exists")
+        self.report = DataReport(name, checks)
+        self.name = name
+        self.image_root = image_root
+        self.transforms = transforms
+        self.ignore_flag = ignore_flag
+        self.substitute_bad_images = False
+        self._bad_indices: set[int] = set()
+        records = clean_records(records, source=name, image_root=image_root, report=self.report)
+        records = self._scan_files(records, scan_level(requested_scan, self.report.policies))
+        self.report.raise_if_fatal()
+        if not records["images"]:
+            raise DataCheckError(f"{name}: no usable images\n{self.report.summary()}")
+        self.coco = coco_index(records)
+        cats = records["categories"]
+        self.class_names = [c["name"] for c in cats]
+        self.label_to_category_id = [c["id"] for c in cats]
+        self.category_id_to_label = {cid: i for i, cid in enumerate(self.label_to_category_id)}
+        self.image_ids = sorted(self.coco.imgs)
+        self.aspect_ratios = [self.coco.imgs[i]["width"] / self.coco.imgs[i]["height"] for i in self.image_ids]
+
+    # -- checks at load -------------------------------------------------------------------------
+    def _scan_files(self, records: dict, level: str) -> dict:
+        """Look at every image file (``level`` exists/header/decode) and apply the policies."""
+        images = records["images"]
+        skip = set()
+        progress = tqdm(images, desc=f"checking images ({level})", unit="img", leave=False,
+                        disable=level == "exists" or len(images) < 200, dynamic_ncols=True)
+        for image in progress:
+            path = self.image_path_of(image)
+            try:
+                if level == "exists":
+                    if not os.path.isfile(path):
+                        raise ImageFileError("missing_image", path, "image file not found")
+                    continue
+                hw = image_file_size(path) if level == "header" else read_image_file(path).shape[:2]
+            except ImageFileError as e:
+                self.report.add(e.kind, self._where(image), e.detail)
+                skip.add(image["id"])
+                continue
+            if hw != (image["height"], image["width"]):
+                detail = (f"the file is {hw[0]}x{hw[1]} (HxW) but the annotation says "
+                          f"{image['height']}x{image['width']}")
+                if self.report.add("size_mismatch", self._where(image), detail) == FIX:
+                    rescale_image_records(records, image, *hw)
+                else:
+                    skip.add(image["id"])
+        return drop_images(records, skip)
+
+    def _where(self, image: dict) -> str:
+        return f"{self.image_path_of(image)} (image id {image['id']})"
+
+    # -- reading ---------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def image_path_of(self, image: dict) -> str:
+        return os.path.join(self.image_root, image["file_name"])
+
+    def image_path(self, image_id: int) -> str:
+        return self.image_path_of(self.coco.imgs[image_id])
+
+    def read_image(self, image_id: int) -> np.ndarray:
+        """HxWx3 uint8 BGR; raises :class:`ImageFileError` (``kind`` names the problem)."""
+        info = self.coco.imgs[image_id]
+        image = read_image_file(self.image_path(image_id))
+        if image.shape[:2] != (info["height"], info["width"]):
+            raise ImageFileError("size_mismatch", self.image_path(image_id),
+                                 f"the file is {image.shape[0]}x{image.shape[1]} (HxW) but the annotation "
+                                 f"says {info['height']}x{info['width']}")
+        return image
+
+    def annotations(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(G, 4) XYXY training boxes and (G,) labels: crowd (and ``ignore_flag``) boxes left out."""
+        boxes, labels = [], []
+        for ann in self.coco.imgToAnns.get(image_id, []):
+            if ann.get("iscrowd", 0) or (self.ignore_flag and ann.get(self.ignore_flag, 0)):
+                continue
+            x, y, w, h = ann["bbox"]
+            boxes.append([x, y, x + w, y + h])
+            labels.append(self.category_id_to_label[ann["category_id"]])
+        return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64)
+
+    def load_item(self, index: int) -> dict[str, Any]:
+        image_id = self.image_ids[index]
+        image = self.read_image(image_id)
+        height, width = image.shape[:2]
+        boxes, labels = self.annotations(image_id)
+        if self.transforms is not None:
+            image, boxes, labels = apply_transforms(self.transforms, image, boxes, labels)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "gt_boxes": torch.from_numpy(boxes),
+            "gt_classes": torch.from_numpy(labels),
+            "image_id": image_id,
+            "file_name": self.image_path(image_id),
+            "height": height,
+            "width": width,
+        }
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        skipped: list[str] = []
+        for step in range(len(self)):
+            i = (index + step) % len(self)
+            if i in self._bad_indices:
+                continue
+            try:
+                item = self.load_item(i)
+            except ImageFileError as e:
+                if self.report.policies[e.kind] == FAIL:
+                    raise DataCheckError(f"{e} [{e.kind}, fatal]") from e
+                self._bad_indices.add(i)
+                skipped.append(f"{e} [{e.kind}, image skipped]")
+                logger.warning("skipping an image that failed to load: %s", skipped[-1])
+                if not self.substitute_bad_images:
+                    image_id = self.image_ids[i]
+                    return {"image_id": image_id, "file_name": self.image_path(image_id), "skipped": skipped}
+                continue
+            if skipped:
+                item["skipped"] = skipped
+            return item
+        raise DataCheckError(f"{self.name}: every image failed to load; the last: {skipped[-1:]}")
+
+
+def rescale_image_records(records: dict, image: dict, height: int, width: int) -> None:
+    """Scale the boxes of ``image`` from its annotated size to the file's (the ``fix`` for size_mismatch)."""
+    sx, sy = width / image["width"], height / image["height"]
+    for ann in records["annotations"]:
+        if ann["image_id"] == image["id"]:
+            x, y, w, h = ann["bbox"]
+            ann["bbox"] = [x * sx, y * sy, w * sx, h * sy]
+    image["height"], image["width"] = height, width
