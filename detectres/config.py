@@ -72,6 +72,12 @@ def reapply_overrides(base: DictConfig, composed: DictConfig, overrides: list[st
         key = text.split("=", 1)[0].lstrip("+~")
         if key in skip or key.startswith("hydra."):
             continue
+        if text.startswith("~"):  # a deletion: remove the key from the base too
+            parent, _, last = key.rpartition(".")
+            node = OmegaConf.select(base, parent) if parent else base
+            if node is not None and last in node:
+                del node[last]
+            continue
         keys = [key, "input"] if key == "model" else [key]
         for k in keys:
             value = OmegaConf.select(composed, k, throw_on_missing=False)

@@ -95,3 +95,12 @@ def test_every_test_config_instantiates_a_wrapper(test):
     assert (wrapper.refine is not None) == (test in ("refine", "paper"))
     assert (wrapper.multiscale is not None) == (test in ("multiscale", "paper"))
     assert (wrapper.tta is not None) == (test == "tta")
+
+
+def test_reapplied_deletion_removes_the_key():
+    from detectres.config import reapply_overrides
+
+    base = OmegaConf.create({"data": {"evaluator": {"_target_": "x.VOCEvaluator", "metric": "area"}}, "seed": 1})
+    composed = OmegaConf.create({"data": {"evaluator": {"_target_": "x.COCOEvaluator"}}, "seed": 1})
+    out = reapply_overrides(base, composed, ["data.evaluator._target_=x.COCOEvaluator", "~data.evaluator.metric"])
+    assert OmegaConf.to_container(out.data.evaluator) == {"_target_": "x.COCOEvaluator"}

@@ -8,7 +8,6 @@ from omegaconf import DictConfig
 
 from detectres.config import instantiate_target
 from detectres.data.datasets.base import DetectionDataset
-from detectres.data.loader import build_test_loader, build_train_loader
 from detectres.data.transforms import build_transforms
 
 
@@ -44,15 +43,11 @@ def build_dataset(cfg: DictConfig, split: str, resize: bool = True) -> Detection
     return dataset
 
 
-def build_loaders(cfg: DictConfig):
+def build_datasets(cfg: DictConfig) -> tuple[DetectionDataset, DetectionDataset]:
+    """The training and validation datasets, which must list the same classes."""
     train_set = build_dataset(cfg, "train")
     val_set = build_dataset(cfg, "val")
     if train_set.class_names != val_set.class_names:
-        raise ValueError(
-            f"train ({cfg.data.train.ann_file}) and val ({cfg.data.val.ann_file}) annotation files "
-            f"list different categories: {train_set.class_names} vs {val_set.class_names}"
-        )
-    train_loader = build_train_loader(train_set, batch_size=cfg.solver.ims_per_batch,
-                                      num_workers=cfg.data.num_workers, seed=cfg.seed)
-    val_loader = build_test_loader(val_set, num_workers=cfg.data.num_workers)
-    return train_set, val_set, train_loader, val_loader
+        raise ValueError(f"the train and val data list different categories: {train_set.class_names} vs "
+                         f"{val_set.class_names} (train: {train_set.name}, val: {val_set.name})")
+    return train_set, val_set

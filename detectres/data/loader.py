@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from detectres.data.samplers import AspectRatioGroupedBatchSampler, InfiniteShuffleSampler
+from detectres.data.samplers import InferenceSampler, TrainingBatchSampler
 
 
 def list_collate(batch: list[dict]) -> list[dict]:
@@ -12,38 +12,31 @@ def list_collate(batch: list[dict]) -> list[dict]:
     return batch
 
 
-def seed_transforms(dataset: Dataset, seed: int) -> None:
-    """Seed the dataset's albumentations pipeline (random sizes and flips) for reproducible runs."""
-    transforms = getattr(dataset, "transforms", None)
-    if transforms is not None and hasattr(transforms, "set_random_seed"):
-        transforms.set_random_seed(seed % 2**31)
-
-
 def worker_init(worker_id: int) -> None:
     # Workers only decode and resize; one thread each keeps the cores for the model.
     torch.set_num_threads(1)
-    info = torch.utils.data.get_worker_info()
-    seed_transforms(info.dataset, info.seed)  # differs per worker, follows the main process's seed
 
 
 def build_train_loader(dataset: Dataset, *, batch_size: int, num_workers: int = 0, seed: int = 0,
-                       aspect_ratio_grouping: bool = True) -> DataLoader:
-    sampler = InfiniteShuffleSampler(len(dataset), seed=seed)
-    if num_workers == 0:
-        seed_transforms(dataset, seed)
-    ratios = getattr(dataset, "aspect_ratios", None)
-    if aspect_ratio_grouping and ratios is not None:
-        batch_sampler = AspectRatioGroupedBatchSampler(sampler, ratios, batch_size)
-    else:
-        batch_sampler = BatchSampler(sampler, batch_size, drop_last=True)
+                       aspect_ratio_grouping: bool = True, rank: int = 0, world_size: int = 1,
+                       start_iter: int = 0) -> DataLoader:
+    """Endless batches of this rank's ``batch_size // world_size`` images (``batch_size`` is the total
+    over ranks), items seeded by their place in the stream (see :class:`TrainingBatchSampler`);
+    ``start_iter`` continues the stream where a resumed run stopped."""
+    ratios = getattr(dataset, "aspect_ratios", None) if aspect_ratio_grouping else None
+    batch_sampler = TrainingBatchSampler(size=len(dataset), batch_size=batch_size, seed=seed, aspect_ratios=ratios,
+                                         rank=rank, world_size=world_size, start_batch=start_iter)
     return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers, collate_fn=list_collate,
                       worker_init_fn=worker_init, persistent_workers=num_workers > 0,
                       prefetch_factor=4 if num_workers > 0 else None)
 
 
-def build_test_loader(dataset: Dataset, *, batch_size: int = 1, num_workers: int = 0) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      collate_fn=list_collate, worker_init_fn=worker_init)
+def build_test_loader(dataset: Dataset, *, batch_size: int = 1, num_workers: int = 0, rank: int = 0,
+                      world_size: int = 1) -> DataLoader:
+    """This rank's contiguous share of ``dataset``, in order."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=InferenceSampler(len(dataset), rank=rank,
+                                                                              world_size=world_size),
+                      num_workers=num_workers, collate_fn=list_collate, worker_init_fn=worker_init)
 
 
 class SkippedImageCounter:

@@ -12,9 +12,10 @@ import os
 from collections import Counter
 from typing import Any
 
-from detectres.data.checks import DROP, FAIL, FIX, SKIP, DataCheckError, DataReport
+from detectres.data.checks import FIX, SKIP, DataCheckError, DataReport
 from detectres.data.image_io import ImageFileError, image_file_size
 
+_NUMBER = (int, float)
 OUTSIDE_TOLERANCE = 1.0  # px a box may overshoot the image before it is reported (it is clipped either way)
 
 
@@ -78,10 +79,13 @@ def check_box(bbox: Any, width: float, height: float) -> tuple[str | None, str, 
     kind None: the box is fine and ``box`` is it, clipped when it overshoots the image by at most
     1 px. Otherwise ``kind`` names the problem and ``box`` is the repair (clipped) or None.
     """
-    if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)):
+    try:
+        x, y, w, h = bbox
+    except (TypeError, ValueError):
+        x = None
+    if not (type(x) in _NUMBER and type(y) in _NUMBER and type(w) in _NUMBER and type(h) in _NUMBER  # no bools
+            and math.isfinite(x + y + w + h) and type(bbox) in (list, tuple)):
         return "malformed_box", f"bbox {bbox!r} is not four finite numbers [x, y, width, height]", None
-    x, y, w, h = (float(v) for v in bbox)
     if w <= 0 or h <= 0:
         return "nonpositive_box", f"bbox {list(bbox)} has zero or negative width/height", None
     x1, y1 = min(max(x, 0.0), width), min(max(y, 0.0), height)
@@ -94,58 +98,65 @@ def check_box(bbox: Any, width: float, height: float) -> tuple[str | None, str, 
     return None, "", clipped
 
 
+def annotation_where(ann: dict, image: dict | None, source: str) -> str:
+    """How messages name an annotation: its ``source`` (VOC: the XML file and object) or the file and ids."""
+    if ann.get("source"):
+        return ann["source"]
+    in_image = f", {image['file_name']}" if image else ""
+    return f"{source}: annotation id {ann.get('id')} (image id {ann.get('image_id')}{in_image})"
+
+
+def annotation_problem(ann: dict, image: dict, category_ids: set) -> tuple[str | None, str, list[float] | None]:
+    """:func:`check_box`'s answer, after checking the category."""
+    if ann.get("category_id") not in category_ids:
+        name = ann.get("category_name")
+        what = f"category {name!r}" if name is not None else f"category_id {ann.get('category_id')!r}"
+        return "unknown_category", f"{what} is not in the class list", None
+    return check_box(ann.get("bbox"), image["width"], image["height"])
+
+
 def clean_annotations(annotations: Any, images: list[dict], seen_image_ids: set, category_ids: set, *,
                       source: str, report: DataReport) -> tuple[list[dict], set]:
-    """Annotations that point at a kept image, a known category and a valid box (repaired where the
-    policy says ``fix``); returns (kept, ids of images to skip)."""
+    """Annotations (repaired in place where the policy says ``fix``) that point at a kept image, a
+    known category and a valid box; returns (kept, ids of images to skip)."""
     if not isinstance(annotations, list):
         raise DataCheckError(f"{source}: 'annotations' must be a list")
     by_id = {im["id"]: im for im in images}
     kept, skip_images, used_ids = [], set(), set()
-    next_id = 1 + max([a["id"] for a in annotations if isinstance(a, dict) and isinstance(a.get("id"), int)],
-                      default=0)
+    next_id = 1 + max([a["id"] for a in annotations if isinstance(a, dict) and type(a.get("id")) is int], default=0)
     for ann in annotations:
         if not isinstance(ann, dict):
             report.add("malformed_box", f"{source}: annotation {ann!r}", "is not an object")  # nothing to keep
             continue
         image = by_id.get(ann.get("image_id"))
-        where = ann.get("source") or f"{source}: annotation id {ann.get('id')} (image id {ann.get('image_id')}" + (
-            f", {image['file_name']})" if image else ")")
         if image is None:
-            if ann.get("image_id") not in seen_image_ids:
-                report.add("orphan_annotation", where, f"image id {ann.get('image_id')!r} has no image entry")
-            continue  # an annotation of a skipped image goes with it
-        action = None
-        if ann.get("category_id") not in category_ids:
-            name = ann.get("category_name")
-            what = f"category {name!r}" if name is not None else f"category_id {ann.get('category_id')!r}"
-            action = report.add("unknown_category", where, f"{what} is not in the class list")
-        else:
-            kind, detail, box = check_box(ann.get("bbox"), image["width"], image["height"])
-            if kind:
-                action = report.add(kind, where, detail, can_fix=box is not None)
-            if kind is None or action == FIX:
-                ann = {**ann, "bbox": box}
-        if action in (DROP, FAIL):
+            if ann.get("image_id") not in seen_image_ids:  # else it goes with its skipped image
+                report.add("orphan_annotation", annotation_where(ann, None, source),
+                           f"image id {ann.get('image_id')!r} has no image entry")
             continue
-        if action == SKIP:
-            skip_images.add(image["id"])
-            continue
-        if not isinstance(ann.get("id"), int) or ann["id"] in used_ids:
-            detail = "has no integer id" if not isinstance(ann.get("id"), int) else f"id {ann['id']} is used twice"
-            if report.add("duplicate_annotation_id", where, detail) != FIX:
+        kind, detail, box = annotation_problem(ann, image, category_ids)
+        if kind:
+            action = report.add(kind, annotation_where(ann, image, source), detail, can_fix=box is not None)
+            if action == SKIP:
+                skip_images.add(image["id"])
+            if action != FIX:
                 continue
-            ann = {**ann, "id": next_id}
-            next_id += 1
+        ann["bbox"] = box
+        if type(ann.get("id")) is not int or ann["id"] in used_ids:
+            detail = f"id {ann['id']} is used twice" if type(ann.get("id")) is int else "has no integer id"
+            if report.add("duplicate_annotation_id", annotation_where(ann, image, source), detail) != FIX:
+                continue
+            ann["id"], next_id = next_id, next_id + 1
         used_ids.add(ann["id"])
         ann.setdefault("iscrowd", 0)
-        ann.setdefault("area", ann["bbox"][2] * ann["bbox"][3])
+        ann.setdefault("area", box[2] * box[3])
         kept.append(ann)
     return kept, skip_images
 
 
 def clean_records(records: Any, *, source: str, image_root: str, report: DataReport) -> dict:
-    """Checked COCO-style records: every problem recorded in ``report`` and handled by its policy.
+    """Checked COCO-style records (entries repaired in place): every problem recorded in ``report``
+    and handled by its policy.
 
     Raises :class:`DataCheckError` when the structure itself is unusable (no category list, ...).
     """

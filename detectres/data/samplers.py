@@ -40,3 +40,59 @@ class AspectRatioGroupedBatchSampler(Sampler[list[int]]):
             if len(bucket) == self.batch_size:
                 yield bucket[:]
                 bucket.clear()
+
+
+def sample_seed(seed: int, position: int) -> int:
+    """The seed of the ``position``-th sample of a training stream: its random resize and flip, and the
+    anchors and RoIs sampled for it, depend on nothing else (not on ranks, workers or resumes)."""
+    return (seed * 1_000_003 + position) % 2**31
+
+
+class TrainingBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Global batches of ``batch_size`` images (all landscape or all portrait when ``aspect_ratios``
+    are given), from one seeded endless shuffle that every rank replays; this rank takes its slice.
+
+    Yields lists of ``(index, sample seed)``. Two ranks with ``batch_size // 2`` each see exactly the
+    images (and seeds) one process with ``batch_size`` sees. ``start_batch`` skips the first batches
+    (indices only, no image is read), so a resumed run continues the same stream.
+    """
+
+    def __init__(self, *, size: int, batch_size: int, seed: int = 0, aspect_ratios: list[float] | None = None,
+                 rank: int = 0, world_size: int = 1, start_batch: int = 0):
+        if batch_size % world_size:
+            raise ValueError(f"solver.ims_per_batch={batch_size} (the total over all ranks) must be divisible "
+                             f"by the number of ranks, {world_size}")
+        self.stream = InfiniteShuffleSampler(size, seed=seed)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.aspect_ratios = aspect_ratios
+        self.per_rank = batch_size // world_size
+        self.rank = rank
+        self.start_batch = start_batch
+
+    def global_batches(self) -> Iterator[list[int]]:
+        if self.aspect_ratios is None:
+            stream = iter(self.stream)
+            while True:
+                yield [next(stream) for _ in range(self.batch_size)]
+        yield from AspectRatioGroupedBatchSampler(self.stream, self.aspect_ratios, self.batch_size)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        lo, hi = self.rank * self.per_rank, (self.rank + 1) * self.per_rank
+        for b, batch in enumerate(self.global_batches()):
+            if b >= self.start_batch:
+                yield [(i, sample_seed(self.seed, b * self.batch_size + j)) for j, i in enumerate(batch)][lo:hi]
+
+
+class InferenceSampler(Sampler[int]):
+    """This rank's contiguous share of ``range(size)``: concatenated in rank order they are the dataset."""
+
+    def __init__(self, size: int, *, rank: int = 0, world_size: int = 1):
+        per = -(-size // world_size)
+        self.indices = range(min(size, rank * per), min(size, (rank + 1) * per))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from detectres.engine.distributed import is_main_process
+
 LAST_CHECKPOINT = "last_checkpoint"
 
 
@@ -75,22 +77,35 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 class Checkpointer:
-    """Saves and resumes training state in ``output_dir``; ``last_checkpoint`` names the newest file."""
+    """Saves and resumes training state in ``output_dir``; ``last_checkpoint`` names the newest file.
 
-    def __init__(self, output_dir: str, *, model, optimizer=None, scheduler=None, extra: dict | None = None):
+    Only rank 0 writes (every rank resumes from the same file). Weights that are not finite are
+    never written, so the last checkpoint stays the last good one.
+    """
+
+    def __init__(self, output_dir: str, *, model, optimizer=None, scheduler=None, scaler=None,
+                 extra: dict | None = None):
         self.output_dir = output_dir
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
+        self.scaler = scaler
         self.extra = extra or {}
 
     def save(self, name: str, iteration: int) -> str:
-        state = {"model": self.model.state_dict(), "iteration": iteration, "rng": capture_rng_state(), **self.extra}
-        if self.optimizer is not None:
-            state["optimizer"] = self.optimizer.state_dict()
-        if self.scheduler is not None:
-            state["scheduler"] = self.scheduler.state_dict()
         path = os.path.join(self.output_dir, f"{name}.pth")
+        weights = self.model.state_dict()
+        bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise FloatingPointError(f"not writing {path}: weights became non-finite ({', '.join(bad[:5])}"
+                                     f"{' ...' if len(bad) > 5 else ''}) by iteration {iteration}; "
+                                     "the last checkpoint is the last good one")
+        if not is_main_process():
+            return path
+        state = {"model": weights, "iteration": iteration, "rng": capture_rng_state(), **self.extra}
+        for key in ("optimizer", "scheduler", "scaler"):
+            if getattr(self, key) is not None:
+                state[key] = getattr(self, key).state_dict()
         atomic_torch_save(state, path)
         atomic_write_text(os.path.basename(path), os.path.join(self.output_dir, LAST_CHECKPOINT))
         return path
@@ -110,10 +125,9 @@ class Checkpointer:
             return 0
         state = load_checkpoint(path)
         self.model.load_state_dict(state["model"])
-        if self.optimizer is not None and "optimizer" in state:
-            self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and "scheduler" in state:
-            self.scheduler.load_state_dict(state["scheduler"])
+        for key in ("optimizer", "scheduler", "scaler"):
+            if getattr(self, key) is not None and key in state:
+                getattr(self, key).load_state_dict(state[key])
         if "rng" in state:
             restore_rng_state(state["rng"])
         return int(state.get("iteration", -1)) + 1

@@ -1,6 +1,7 @@
 """What the tools run: training, evaluation and drawing from a composed config."""
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -14,9 +15,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from detectres.config import build_model, checkpoint_config, resolve_device, set_threads
-from detectres.data.build import build_dataset, build_loaders
+from detectres.data.build import build_dataset, build_datasets
 from detectres.data.loader import SkippedImageCounter, build_test_loader, build_train_loader
+from detectres.engine.amp import grad_scaler
 from detectres.engine.checkpoint import Checkpointer
+from detectres.engine.distributed import (get_rank, get_world_size, init_distributed, is_main_process,
+                                          shutdown_distributed)
 from detectres.engine.hooks import LRScheduler, PeriodicCheckpointer, PeriodicEval, ProgressLogger
 from detectres.engine.solver import WarmupMultiStepLR, build_optimizer
 from detectres.engine.trainer import Trainer
@@ -53,15 +57,52 @@ def print_summary(results: dict) -> None:
     print("     | " + " | ".join(f"{results[k]:6.2f}" for k in keys))
 
 
+def configure_determinism(deterministic: bool) -> None:
+    """Deterministic kernels where PyTorch has them (a warning names any op that has none)."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def wrap_distributed(model: torch.nn.Module, sync_bn: bool) -> torch.nn.Module:
+    """DistributedDataParallel (with SyncBatchNorm for trainable BN when asked); the model itself when
+    there is one process. Each rank keeps its own BN running statistics, as in Detectron2."""
+    if get_world_size() == 1:
+        return model
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    if sync_bn:
+        if not on_gpu:
+            raise ValueError("sync_bn=true needs GPUs (PyTorch's SyncBatchNorm runs on CUDA only); on CPUs use "
+                             "model.backbone.norm=FrozenBN or GN")
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ddp = torch.nn.parallel.DistributedDataParallel
+    no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp).parameters
+                      else {"broadcast_buffers": False})
+    return ddp(model, device_ids=[torch.cuda.current_device()] if on_gpu else None, **no_buffer_sync)
+
+
 def train_from_config(cfg: DictConfig) -> dict:
     """Train, evaluate at the end (and every ``solver.eval_period``), draw a few val images.
 
+    Under ``torchrun`` every rank runs this; rank 0 alone writes checkpoints, metrics and images.
     Returns the final evaluation results (percent).
     """
-    seed_everything(cfg.seed)
+    rank, world = init_distributed(cfg.get("dist_timeout_s", 1800))
+    try:
+        return train_process(cfg, rank, world)
+    finally:
+        shutdown_distributed()
+
+
+def train_process(cfg: DictConfig, rank: int, world: int) -> dict:
+    if rank > 0:
+        logging.getLogger().setLevel(logging.WARNING)  # one copy of the log
+    configure_determinism(cfg.get("deterministic", False))
+    seed_everything(cfg.seed + rank)
     device = resolve_device(cfg.device)
     threads = set_threads(cfg.num_threads, cfg.data.num_workers)
-    train_set, val_set, train_loader, val_loader = build_loaders(cfg)
+    train_set, val_set = build_datasets(cfg)
     class_names = train_set.class_names
     model = build_model(cfg.model, num_classes=len(class_names)).to(device)
     if cfg.model.weights:
@@ -71,31 +112,36 @@ def train_from_config(cfg: DictConfig) -> dict:
                                 weight_decay_norm=s.weight_decay_norm, nesterov=s.nesterov)
     scheduler = WarmupMultiStepLR(optimizer, steps=list(s.steps), gamma=s.gamma, warmup_iters=s.warmup_iters,
                                   warmup_factor=s.warmup_factor)
-    checkpointer = Checkpointer(cfg.output_dir, model=model, optimizer=optimizer, scheduler=scheduler,
+    scaler = grad_scaler(cfg.amp, torch.device(device).type)
+    checkpointer = Checkpointer(cfg.output_dir, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                                 extra={"config": checkpoint_config(cfg), "class_names": class_names})
     start_iter = checkpointer.resume() if cfg.resume else 0
     if start_iter:
         logger.info("resuming from %s at iteration %d", checkpointer.last_checkpoint(), start_iter)
-        # a fresh data order after a resume, not a replay of the first batches
-        train_loader = build_train_loader(train_set, batch_size=s.ims_per_batch, num_workers=cfg.data.num_workers,
-                                          seed=cfg.seed + start_iter)
-    writer = MetricsWriter(cfg.output_dir)
+    train_loader = build_train_loader(train_set, batch_size=s.ims_per_batch, num_workers=cfg.data.num_workers,
+                                      seed=cfg.seed, rank=rank, world_size=world, start_iter=start_iter)
+    val_loader = build_test_loader(val_set, num_workers=cfg.data.num_workers, rank=rank, world_size=world)
+    writer = MetricsWriter(cfg.output_dir, enabled=rank == 0)
 
     def run_eval() -> dict:
         results = evaluate_detector(model, val_loader, build_evaluator(cfg.data, val_set),
                                     os.path.join(cfg.output_dir, "inference"), autocast=cfg.amp)
-        write_eval_json(results, os.path.join(cfg.output_dir, "eval.json"))
-        print_summary(results)
+        if rank == 0:
+            write_eval_json(results, os.path.join(cfg.output_dir, "eval.json"))
+            print_summary(results)
         return results
 
     evaluator = PeriodicEval(run_eval, s.eval_period, writer)
-    hooks = [LRScheduler(scheduler), PeriodicCheckpointer(checkpointer, s.checkpoint_period), evaluator,
-             ProgressLogger(writer, period=cfg.log_period)]
-    logger.info("training on %s (%d threads) for %d iterations, %d images per batch; output in %s",
-                device, threads, s.max_iter, s.ims_per_batch, cfg.output_dir)
+    hooks = [LRScheduler(scheduler), PeriodicCheckpointer(checkpointer, s.checkpoint_period), evaluator]
+    if rank == 0:
+        hooks.append(ProgressLogger(writer, period=cfg.log_period))
+    logger.info("training on %s (%d threads%s) for %d iterations, %d images per batch; output in %s", device,
+                threads, f", {world} processes" if world > 1 else "", s.max_iter, s.ims_per_batch, cfg.output_dir)
     batches = SkippedImageCounter(train_loader)
-    trainer = Trainer(model=model, optimizer=optimizer, data_loader=batches, max_iter=s.max_iter,
-                      hooks=hooks, amp=cfg.amp, clip_grad_norm=s.clip_grad_norm)
+    trainer = Trainer(model=wrap_distributed(model, cfg.get("sync_bn", False)), optimizer=optimizer,
+                      data_loader=batches, max_iter=s.max_iter, hooks=hooks, amp=cfg.amp,
+                      clip_grad_norm=s.clip_grad_norm, max_nonfinite_steps=s.get("max_nonfinite_steps", 0),
+                      scaler=scaler)
     try:
         trainer.train(start_iter)
     finally:
@@ -103,7 +149,7 @@ def train_from_config(cfg: DictConfig) -> dict:
         if batches.messages:
             logger.warning("%d image(s) failed to load during training and were skipped:\n  %s",
                            len(batches.messages), "\n  ".join(batches.messages))
-    if cfg.vis_images:
+    if cfg.vis_images and rank == 0:
         draw_dataset_predictions(model, val_set, os.path.join(cfg.output_dir, "vis"), cfg.vis_images)
     return evaluator.last_results or {}
 
@@ -134,7 +180,8 @@ def config_from_checkpoint(cfg: DictConfig, overrides: list[str], weights) -> Di
     if not weights.config:
         raise ValueError(f"{cfg.checkpoint} carries no config: pass model=NAME model.weights={cfg.checkpoint} "
                          "instead of checkpoint=")
-    own_keys = ("checkpoint", "output_dir", "device", "num_threads", "amp", "vis_images", "test", "ensemble")
+    own_keys = ("checkpoint", "output_dir", "device", "num_threads", "amp", "vis_images", "test", "ensemble",
+                "dist_timeout_s")
     merged = reapply_overrides(OmegaConf.create(weights.config), cfg, overrides, skip=own_keys)
     for key in own_keys:
         OmegaConf.update(merged, key, cfg.get(key), force_add=True)
@@ -174,7 +221,16 @@ def build_eval_model(cfg: DictConfig, weights, source: str, num_classes: int, de
 def evaluate_from_config(cfg: DictConfig, overrides: list[str]) -> dict:
     """Evaluate ``checkpoint=PATH`` (a detectres checkpoint: its config is the base) or
     ``model.weights=PATH`` (any supported format, with the composed config) on the val set,
-    with the test-time procedure ``test=baseline|refine|multiscale|tta|paper``."""
+    with the test-time procedure ``test=baseline|refine|multiscale|tta|paper``. Under ``torchrun``
+    each rank evaluates its share and rank 0 scores and writes."""
+    init_distributed(cfg.get("dist_timeout_s", 1800))
+    try:
+        return evaluate_process(cfg, overrides)
+    finally:
+        shutdown_distributed()
+
+
+def evaluate_process(cfg: DictConfig, overrides: list[str]) -> dict:
     cfg, weights, source = load_for_eval(cfg, overrides)
     output_dir = cfg.output_dir or os.path.join(os.path.dirname(os.path.abspath(source)), "eval")
     device = resolve_device(cfg.device)
@@ -184,15 +240,17 @@ def evaluate_from_config(cfg: DictConfig, overrides: list[str]) -> dict:
     dataset = build_dataset(cfg, "val", resize=ensemble)
     class_names = weights.class_names or dataset.class_names
     if list(class_names) != list(dataset.class_names):
-        raise ValueError(f"{source} was trained on classes {class_names} but {cfg.data.val.ann_file} "
+        raise ValueError(f"{source} was trained on classes {class_names} but {dataset.name} "
                          f"lists {dataset.class_names}")
     model = build_eval_model(cfg, weights, source, len(class_names), device)
-    loader = build_test_loader(dataset, num_workers=cfg.data.num_workers)
+    loader = build_test_loader(dataset, num_workers=cfg.data.num_workers, rank=get_rank(), world_size=get_world_size())
     results = evaluate_detector(model, loader, build_evaluator(cfg.data, dataset), output_dir, autocast=cfg.amp)
+    if not is_main_process():
+        return results
     write_eval_json(results, os.path.join(output_dir, "eval.json"))
     print_summary(results)
-    print(f"{results['seconds_per_image']:.4f} s/image; wrote {os.path.join(output_dir, 'eval.json')} "
-          "and coco_instances_results.json")
+    print(f"{results['seconds_per_image']:.4f} s/image; wrote {os.path.join(output_dir, 'eval.json')} and the "
+          f"detections beside it")
     if cfg.vis_images:
         draw_dataset_predictions(model, dataset, os.path.join(output_dir, "vis"), cfg.vis_images)
     return results

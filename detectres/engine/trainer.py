@@ -1,12 +1,21 @@
-"""An iteration-based training loop: one small step function plus hooks."""
+"""An iteration-based training loop: one small step function plus hooks.
+
+Under ``torch.distributed`` the model is a DistributedDataParallel wrapper; the loss values are
+averaged over ranks before anything is decided from them, so every rank takes the same decision
+(step, skip a non-finite step, or stop) and none is left waiting in a collective.
+"""
 from __future__ import annotations
 
+import logging
 from typing import Iterable
 
 import torch
 from torch import nn
 
-from detectres.engine.amp import autocast_context
+from detectres.engine.amp import autocast_context, grad_scaler
+from detectres.engine.distributed import mean_over_ranks
+
+logger = logging.getLogger(__name__)
 
 
 class HookBase:
@@ -19,20 +28,31 @@ class HookBase:
     def after_train(self) -> None: ...
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The loss was NaN or infinite (more often than ``max_nonfinite_steps`` allows)."""
+
+
 class Trainer:
     """Runs ``max_iter`` SGD steps of ``model`` on batches from ``data_loader``.
 
-    After each step ``self.iter`` is the finished iteration and ``self.last_losses`` its losses.
+    After each step ``self.iter`` is the finished iteration and ``self.last_losses`` its losses
+    (averaged over ranks). ``amp``: false, true/bf16 or fp16 (with loss scaling). A step whose loss
+    is not finite is skipped (no update) up to ``max_nonfinite_steps`` times; one more stops the run
+    with :class:`NonFiniteLossError` naming the iteration and each loss term.
     """
 
     def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, data_loader: Iterable,
-                 max_iter: int, hooks: list[HookBase], amp: bool = False, clip_grad_norm: float = 0.0):
+                 max_iter: int, hooks: list[HookBase], amp: bool | str = False, clip_grad_norm: float = 0.0,
+                 max_nonfinite_steps: int = 0, scaler: torch.amp.GradScaler | None = None):
         self.model = model
         self.optimizer = optimizer
         self.data_loader = data_loader
         self.max_iter = max_iter
         self.amp = amp
         self.clip_grad_norm = clip_grad_norm
+        self.max_nonfinite_steps = max_nonfinite_steps
+        self.nonfinite_steps = 0
+        self.scaler = scaler or grad_scaler(amp, next(model.parameters()).device.type)
         self.hooks = hooks
         for h in hooks:
             h.trainer = self
@@ -44,20 +64,33 @@ class Trainer:
         with autocast_context(self.model, self.amp):
             losses = self.model(batch)
         total = sum(losses.values())
-        if not torch.isfinite(total):
-            raise FloatingPointError(
-                f"loss became {total.item()} at iteration {self.iter + 1}: "
-                + ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-                + ". Lower solver.base_lr or raise solver.warmup_iters."
-            )
+        values = mean_over_ranks(torch.stack([*(v.float() for v in losses.values()), total.float()]))
+        out = dict(zip([*losses, "total_loss"], values.tolist()))
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        if not torch.isfinite(values).all():
+            self.on_nonfinite_loss(out)
+            return out
+        self.scaler.scale(total).backward()
         if self.clip_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
-        self.optimizer.step()
-        out = {k: float(v.detach()) for k, v in losses.items()}
-        out["total_loss"] = float(total.detach())
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         return out
+
+    def on_nonfinite_loss(self, losses: dict[str, float]) -> None:
+        """Skip the step while ``max_nonfinite_steps`` allows; then stop, naming what went wrong."""
+        self.nonfinite_steps += 1
+        terms = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
+        if self.nonfinite_steps <= self.max_nonfinite_steps:
+            logger.warning("non-finite loss at iteration %d (%s): step skipped (%d of %d allowed)",
+                           self.iter + 1, terms, self.nonfinite_steps, self.max_nonfinite_steps)
+            return
+        raise NonFiniteLossError(
+            f"loss became non-finite at iteration {self.iter + 1}: {terms}. Lower solver.base_lr or raise "
+            "solver.warmup_iters (or allow a few bad steps with solver.max_nonfinite_steps=N); "
+            "no checkpoint was written from this state, and resume=true continues from the last one."
+        )
 
     def train(self, start_iter: int = 0) -> None:
         self.start_iter = start_iter
@@ -74,4 +107,3 @@ class Trainer:
                     h.after_step()
         for h in self.hooks:
             h.after_train()
-

@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 
 from detectres.data.datasets.base import DetectionDataset
+from detectres.engine.distributed import all_gather_objects, broadcast_object, is_main_process
 from detectres.evaluation.coco import COCOEvaluator
 
 logger = logging.getLogger(__name__)
@@ -24,9 +25,11 @@ def build_evaluator(data_cfg, dataset: DetectionDataset):
 
 @torch.no_grad()
 def evaluate_detector(model: torch.nn.Module, loader: Iterable, evaluator, output_dir: str | None = None,
-                      autocast: bool = False) -> dict:
+                      autocast: bool | str = False) -> dict:
     """Run ``model`` over ``loader`` and score it with ``evaluator`` (COCO or VOC).
 
+    Under ``torch.distributed`` each rank runs its share of the data (see ``build_test_loader``);
+    the outputs are gathered to rank 0, which scores them, and every rank returns the results.
     Items the dataset had to skip (an image that failed to load) are left out of the scoring and
     counted in ``skipped_images``.
     """
@@ -34,9 +37,11 @@ def evaluate_detector(model: torch.nn.Module, loader: Iterable, evaluator, outpu
 
     was_training = model.training
     model.eval()
+    done: list[tuple[list[dict], list[dict]]] = []
     model_seconds, images, skipped = 0.0, 0, 0
     try:
-        for batch in tqdm(loader, desc="eval", unit="img", leave=False, dynamic_ncols=True):
+        for batch in tqdm(loader, desc="eval", unit="img", leave=False, dynamic_ncols=True,
+                          disable=not is_main_process()):
             inputs = [x for x in batch if "image" in x]
             skipped += len(batch) - len(inputs)
             if not inputs:
@@ -46,12 +51,21 @@ def evaluate_detector(model: torch.nn.Module, loader: Iterable, evaluator, outpu
                 outputs = model(inputs)
             model_seconds += time.perf_counter() - t0
             images += len(inputs)
-            evaluator.process(inputs, outputs)
+            done.append(([{"image_id": x["image_id"]} for x in inputs],
+                         [{k: v.detach().cpu() for k, v in out.items()} for out in outputs]))
     finally:
         model.train(was_training)
-    if skipped:
-        logger.warning("%d image(s) failed to load and were left out of the evaluation", skipped)
-    results = evaluator.evaluate(output_dir)
-    results["seconds_per_image"] = model_seconds / max(1, images)  # the model alone, data loading excluded
-    results["skipped_images"] = skipped
-    return results
+    parts = all_gather_objects((done, model_seconds, images, skipped))
+    results = None
+    if is_main_process():
+        for part, *_ in parts:
+            for inputs, outputs in part:
+                evaluator.process(inputs, outputs)
+        skipped = sum(p[3] for p in parts)
+        if skipped:
+            logger.warning("%d image(s) failed to load and were left out of the evaluation", skipped)
+        results = evaluator.evaluate(output_dir)
+        # the model alone, data loading excluded; per rank when several share the work
+        results["seconds_per_image"] = sum(p[1] for p in parts) / max(1, sum(p[2] for p in parts))
+        results["skipped_images"] = skipped
+    return broadcast_object(results)

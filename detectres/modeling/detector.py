@@ -82,14 +82,19 @@ class FasterRCNN(nn.Module):
         if not self.training:
             return self.inference(batched_inputs)
         images = self.preprocess(batched_inputs)
-        targets = [
-            {"gt_boxes": x["gt_boxes"].to(self.device), "gt_classes": x["gt_classes"].to(self.device)}
-            for x in batched_inputs
-        ]
+        targets = [self.training_target(x) for x in batched_inputs]
         features = self.backbone(images.tensor)
         proposals, _, rpn_losses = self.rpn(features, images.image_sizes, targets)
         roi_losses = self.roi_heads(features, proposals, images.image_sizes, targets)
         return {**rpn_losses, **roi_losses}
+
+    def training_target(self, x: dict) -> dict:
+        """Ground truth on the model's device, and a generator seeded with ``sample_seed`` (when the
+        item has one) so that the anchors and RoIs sampled for an image depend on it alone."""
+        target = {"gt_boxes": x["gt_boxes"].to(self.device), "gt_classes": x["gt_classes"].to(self.device)}
+        if x.get("sample_seed") is not None:
+            target["generator"] = torch.Generator(device=self.device).manual_seed(int(x["sample_seed"]))
+        return target
 
     @torch.no_grad()
     def inference(self, batched_inputs: list[dict]) -> list[dict[str, Tensor]]:

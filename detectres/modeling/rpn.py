@@ -93,7 +93,7 @@ class RPN(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("RPN in training mode needs targets")
-            losses = self.losses(anchors, logits, deltas, [t["gt_boxes"] for t in targets])
+            losses = self.losses(anchors, logits, deltas, targets)
         with torch.no_grad():
             boxes, scores = self.select_proposals(anchors, logits.detach(), deltas.detach(), image_sizes)
         return boxes, scores, losses
@@ -119,25 +119,28 @@ class RPN(nn.Module):
             all_scores.append(scores[keep])
         return all_boxes, all_scores
 
-    def losses(self, anchors: Tensor, logits: Tensor, deltas: Tensor, gt_boxes: list[Tensor]) -> dict[str, Tensor]:
-        """Objectness BCE and box L1 on ``batch_size_per_image`` sampled anchors per image, both
-        normalised by the number of sampled anchors (as Detectron2)."""
-        labels, targets = [], []
-        for gt in gt_boxes:
+    def losses(self, anchors: Tensor, logits: Tensor, deltas: Tensor, targets: list[dict]) -> dict[str, Tensor]:
+        """Objectness BCE and box L1 on ``batch_size_per_image`` sampled anchors per image (drawn from
+        the target's ``generator`` when it has one), both normalised by the number of sampled anchors
+        (as Detectron2)."""
+        gt_boxes = [t["gt_boxes"] for t in targets]
+        labels, matched = [], []
+        for gt, target in zip(gt_boxes, targets):
             matches, match_labels = self.matcher(pairwise_iou(gt, anchors))
             pos, neg = subsample_labels(match_labels, num_samples=self.batch_size_per_image,
-                                        positive_fraction=self.positive_fraction, bg_label=0)
+                                        positive_fraction=self.positive_fraction, bg_label=0,
+                                        generator=target.get("generator"))
             sampled = torch.full_like(match_labels, -1, dtype=torch.float32)
             sampled[pos], sampled[neg] = 1.0, 0.0
             labels.append(sampled)
-            targets.append(gt[matches] if gt.numel() else torch.zeros_like(anchors))
+            matched.append(gt[matches] if gt.numel() else torch.zeros_like(anchors))
         labels_t = torch.stack(labels)
         pos_mask = labels_t == 1
         valid = labels_t >= 0
         normalizer = self.batch_size_per_image * len(gt_boxes)
         loss_cls = F.binary_cross_entropy_with_logits(logits[valid], labels_t[valid], reduction="sum")
         if pos_mask.any():
-            gt_t = torch.stack(targets)[pos_mask]
+            gt_t = torch.stack(matched)[pos_mask]
             target_deltas = self.box_coder.encode(anchors.expand(len(gt_boxes), -1, -1)[pos_mask], gt_t)
             loss_loc = smooth_l1(deltas[pos_mask], target_deltas, self.smooth_l1_beta)
         else:

@@ -159,7 +159,21 @@ class DetectionDataset(Dataset):
             "width": width,
         }
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        """``index``, or ``(index, seed)`` from a training sampler: the seed fixes this item's random
+        transforms and is passed on as ``sample_seed`` (the model seeds its anchor/RoI sampling with it)."""
+        seed = None
+        if isinstance(index, tuple):
+            index, seed = index
+            if self.transforms is not None:
+                self.transforms.set_random_seed(seed)
+        item = self.load_first_good(index)
+        if seed is not None and "image" in item:
+            item["sample_seed"] = seed
+        return item
+
+    def load_first_good(self, index: int) -> dict[str, Any]:
+        """Item ``index``, or (with ``substitute_bad_images``) the next one that loads."""
         skipped: list[str] = []
         for step in range(len(self)):
             i = (index + step) % len(self)

@@ -117,7 +117,8 @@ class Res5ROIHeads(nn.Module):
             classes[labels == 0] = self.num_classes
             classes[labels == -1] = -1
             pos, neg = subsample_labels(classes, num_samples=self.batch_size_per_image,
-                                        positive_fraction=self.positive_fraction, bg_label=self.num_classes)
+                                        positive_fraction=self.positive_fraction, bg_label=self.num_classes,
+                                        generator=target.get("generator"))
             idx = torch.cat([pos, neg])
             out_boxes.append(props[idx])
             out_classes.append(classes[idx])
