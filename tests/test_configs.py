@@ -57,7 +57,7 @@ def test_every_data_config_composes_and_instantiates(shapes_overrides, tmp_path)
 
 def test_top_level_configs_compose():
     needs = {"train": [], "eval": [], "predict": ["checkpoint=x.pth"], "demo": ["input=0"], "benchmark": [],
-             "check_data": [],
+             "check_data": [], "train_benchmark": [],
              "ablation": ["checkpoint=a.pth", "context_checkpoint=b.pth"]}
     names = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(str(CONFIG_DIR / "*.yaml")))
     assert names == sorted(needs)

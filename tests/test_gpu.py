@@ -32,3 +32,27 @@ def test_cuda_detections_match_cpu_and_fp16_runs():
     gpu.amp, gpu.amp_dtype = True, torch.float16
     half = gpu.predict(image)
     assert half["boxes"].dtype == np.float32 and np.isfinite(half["boxes"]).all()
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_training_steps_on_cuda(amp):
+    from detectres.engine.trainer import Trainer
+
+    cfg = compose_config("train", ["model=quickstart"])
+    model = build_model(cfg.model, num_classes=3).cuda().train()
+    item = {"image": torch.randint(0, 256, (3, 128, 160), dtype=torch.uint8),
+            "gt_boxes": torch.tensor([[10.0, 10.0, 60.0, 70.0]]), "gt_classes": torch.tensor([1]), "sample_seed": 3}
+    trainer = Trainer(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.01), data_loader=[],
+                      max_iter=0, hooks=[], amp=amp, clip_grad_norm=5.0)
+    assert trainer.scaler.is_enabled() == (amp == "fp16")
+    before = [p.detach().clone() for p in model.parameters()]
+    for _ in range(3):
+        losses = trainer.run_step([item])
+    assert all(np.isfinite(v) for v in losses.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_sync_bn_converts_on_cuda():
+    cfg = compose_config("train", ["model=quickstart"])
+    model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(build_model(cfg.model, num_classes=3).cuda())
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())

@@ -88,3 +88,16 @@ def test_ensemble_of_a_model_with_itself_scores_like_the_model(trained, tmp_path
     with pytest.raises(ValueError, match="test=baseline only"):
         over = [*base, f"ensemble=[{ckpt}]", "test=refine"]
         evaluate_from_config(compose_config("eval", over), over)
+
+
+def test_train_benchmark_reports_each_precision(tmp_path):
+    proc = run_tool("train_benchmark.py", "model=quickstart", "min_size=96", "max_size=128", "iters=2", "warmup=1",
+                    "modes=[fp32,bf16]", "num_threads=1", f"output_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    figures = json.load(open(tmp_path / "train_benchmark.json"))
+    assert figures["device"] == "cpu" and figures["batch"] == 2
+    for mode in ("fp32", "bf16"):
+        assert figures[mode]["seconds_per_iter"] > 0 and figures[mode]["peak_memory_gib"] is None
+        assert f"{mode} " in proc.stdout
+    # the same weights and batch: the precisions' losses agree to bf16's precision
+    assert abs(figures["fp32"]["total_loss"] - figures["bf16"]["total_loss"]) < 0.1 * figures["fp32"]["total_loss"]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One call on a lent GPU machine (device tool): GPU tests, then the demo benchmark (R101-C4, 800 px,
-# 300 proposals, fp16, 720p video): model-only img/s and end-to-end FPS. Logs go to $OUT.
+# One call on a lent GPU machine (device tool): GPU tests, the training-step benchmark (R101-C4,
+# 800 px, batch 2: s/iter and peak memory in fp32, bf16 and fp16), then the demo benchmark (R101-C4,
+# 800 px, 300 proposals, fp16, 720p video): model-only img/s and end-to-end FPS. Logs go to $OUT.
 # First, here: bash tools/fetch_gpu_wheels.sh; then run this with carry=[".whl"].
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,8 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -m pytest -q tests/test_gpu.py 2>&1 | tail -3 | tee "$OUT/tests.txt"   # a failure is logged, not fatal
+python3 tools/train_benchmark.py model=r101_c4 min_size=800 batch=2 device=cuda output_dir="$OUT" 2>&1 \
+  | tee "$OUT/train_benchmark.txt"
 python3 tools/make_demo_benchmark.py "$OUT/bench" --frames 300 || exit 1
 for run in 1 2; do
   python3 demo/demo.py checkpoint="$OUT/bench/r101_c4_random.pth" input="$OUT/bench/street_720p.mp4" \
