@@ -119,10 +119,12 @@ def resolve_device(device: str) -> str:
 
 
 def set_threads(num_threads: int | None, num_workers: int) -> int:
-    """Use the cores left after data workers (never oversubscribe); returns the thread count."""
+    """Use the cores left after data workers, shared among the processes ``torchrun`` started on this
+    machine (never oversubscribe); returns the thread count."""
     import torch
 
     if num_threads is None or num_threads <= 0:
-        num_threads = max(1, (os.cpu_count() or 1) - num_workers)
+        per_process = (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        num_threads = max(1, per_process - num_workers)
     torch.set_num_threads(num_threads)
     return num_threads

@@ -13,18 +13,13 @@ import torch
 from omegaconf import DictConfig
 
 from detectres.config import CONFIG_DIR
-from detectres.data.datasets.coco import COCODataset
-from detectres.data.image_io import read_image_file
-from detectres.utils.benchmark import run_benchmark
+from detectres.utils.benchmark import annotated_image, run_benchmark
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="benchmark", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     torch.set_num_threads(cfg.num_threads or os.cpu_count() or 1)
-    image = read_image_file(cfg.image)
-    dataset = COCODataset(image_dir=os.path.dirname(cfg.image), ann_file=cfg.ann_file)
-    name = os.path.basename(cfg.image)
-    boxes, classes = dataset.annotations(next(i for i in dataset.image_ids if dataset.coco.imgs[i]["file_name"] == name))
+    image, boxes, classes = annotated_image(cfg.image, cfg.ann_file)
     print(f"{torch.__version__=} {torch.get_num_threads()=} device=cpu fp32={not cfg.amp}")
     r = run_benchmark(image=image, boxes=boxes, classes=classes, min_size=cfg.min_size, max_size=cfg.max_size,
                       rounds=cfg.rounds, warmup=cfg.warmup, amp=cfg.amp)

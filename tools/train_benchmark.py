@@ -11,9 +11,7 @@ import torch
 from omegaconf import DictConfig
 
 from detectres.config import CONFIG_DIR, resolve_device
-from detectres.data.datasets.coco import COCODataset
-from detectres.data.image_io import read_image_file
-from detectres.utils.benchmark import sample_inputs
+from detectres.utils.benchmark import annotated_image, sample_inputs
 from detectres.utils.train_benchmark import step_figures
 
 
@@ -21,10 +19,8 @@ from detectres.utils.train_benchmark import step_figures
 def main(cfg: DictConfig) -> None:
     torch.set_num_threads(cfg.num_threads or os.cpu_count() or 1)
     device = resolve_device(cfg.device)
-    dataset = COCODataset(image_dir=os.path.dirname(cfg.image), ann_file=cfg.ann_file)
-    name = os.path.basename(cfg.image)
-    boxes, classes = dataset.annotations(next(i for i in dataset.image_ids if dataset.coco.imgs[i]["file_name"] == name))
-    item, _ = sample_inputs(read_image_file(cfg.image), boxes, classes, cfg.min_size, cfg.max_size)
+    image, boxes, classes = annotated_image(cfg.image, cfg.ann_file)
+    item, _ = sample_inputs(image, boxes, classes, cfg.min_size, cfg.max_size)
     gpu = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
     print(f"{gpu}; torch {torch.__version__}; input {tuple(item['image'].shape[1:])} x {cfg.batch} images")
     figures = {}

@@ -1,10 +1,14 @@
 """Data loaders: endless aspect-grouped training batches and ordered test batches."""
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from detectres.data.samplers import InferenceSampler, TrainingBatchSampler
+
+logger = logging.getLogger(__name__)
 
 
 def list_collate(batch: list[dict]) -> list[dict]:
@@ -52,3 +56,8 @@ class SkippedImageCounter:
             for item in batch:
                 self.messages.extend(item.get("skipped", ()))
             yield batch
+
+    def report(self) -> None:
+        if self.messages:
+            logger.warning("%d image(s) failed to load during training and were skipped:\n  %s",
+                           len(self.messages), "\n  ".join(self.messages))

@@ -22,7 +22,7 @@ from detectres.engine.checkpoint import Checkpointer
 from detectres.engine.distributed import (get_rank, get_world_size, init_distributed, is_main_process,
                                           shutdown_distributed)
 from detectres.engine.hooks import LRScheduler, PeriodicCheckpointer, PeriodicEval, ProgressLogger
-from detectres.engine.solver import WarmupMultiStepLR, build_optimizer
+from detectres.engine.solver import build_solver
 from detectres.engine.trainer import Trainer
 from detectres.evaluation.evaluator import build_evaluator, evaluate_detector
 from detectres.modeling.ensemble import EnsembleDetector
@@ -108,10 +108,7 @@ def train_process(cfg: DictConfig, rank: int, world: int) -> dict:
     if cfg.model.weights:
         load_model_weights(model, cfg.model.weights, strict=cfg.get("strict_weights", True))
     s = cfg.solver
-    optimizer = build_optimizer(model, base_lr=s.base_lr, momentum=s.momentum, weight_decay=s.weight_decay,
-                                weight_decay_norm=s.weight_decay_norm, nesterov=s.nesterov)
-    scheduler = WarmupMultiStepLR(optimizer, steps=list(s.steps), gamma=s.gamma, warmup_iters=s.warmup_iters,
-                                  warmup_factor=s.warmup_factor)
+    optimizer, scheduler = build_solver(model, s)
     scaler = grad_scaler(cfg.amp, torch.device(device).type)
     checkpointer = Checkpointer(cfg.output_dir, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                                 extra={"config": checkpoint_config(cfg), "class_names": class_names})
@@ -146,9 +143,7 @@ def train_process(cfg: DictConfig, rank: int, world: int) -> dict:
         trainer.train(start_iter)
     finally:
         writer.close()
-        if batches.messages:
-            logger.warning("%d image(s) failed to load during training and were skipped:\n  %s",
-                           len(batches.messages), "\n  ".join(batches.messages))
+        batches.report()
     if cfg.vis_images and rank == 0:
         draw_dataset_predictions(model, val_set, os.path.join(cfg.output_dir, "vis"), cfg.vis_images)
     return evaluator.last_results or {}

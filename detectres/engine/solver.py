@@ -4,6 +4,7 @@ from __future__ import annotations
 from bisect import bisect_right
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
 NORM_TYPES = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.SyncBatchNorm)
@@ -47,3 +48,12 @@ class WarmupMultiStepLR(torch.optim.lr_scheduler.LRScheduler):
         f = warmup_multistep_factor(self.last_epoch, steps=self.steps, gamma=self.gamma,
                                     warmup_iters=self.warmup_iters, warmup_factor=self.warmup_factor)
         return [base * f for base in self.base_lrs]
+
+
+def build_solver(model: torch.nn.Module, s: DictConfig):
+    """SGD with the solver's weight-decay groups and its warmup + multi-step schedule."""
+    optimizer = build_optimizer(model, base_lr=s.base_lr, momentum=s.momentum, weight_decay=s.weight_decay,
+                                weight_decay_norm=s.weight_decay_norm, nesterov=s.nesterov)
+    scheduler = WarmupMultiStepLR(optimizer, steps=list(s.steps), gamma=s.gamma, warmup_iters=s.warmup_iters,
+                                  warmup_factor=s.warmup_factor)
+    return optimizer, scheduler

@@ -8,6 +8,7 @@ Timings are interleaved so drift (thermal, other processes) hits both alike.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections import OrderedDict
@@ -88,6 +89,19 @@ def build_detectres_c4(channels_last: bool = True) -> nn.Module:
         f"model.pixel_mean={IMAGENET_RGB_MEAN}", f"model.pixel_std={IMAGENET_RGB_STD}",
         f"model.channels_last={str(channels_last).lower()}"])
     return build_model(cfg.model, num_classes=80)
+
+
+def annotated_image(image_path: str, ann_file: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(HxWx3 BGR image, (G, 4) XYXY boxes, (G,) labels) of one image listed in a COCO file."""
+    from detectres.data.datasets.coco import COCODataset
+    from detectres.data.image_io import read_image_file
+
+    dataset = COCODataset(image_dir=os.path.dirname(image_path), ann_file=ann_file)
+    name = os.path.basename(image_path)
+    image_id = next((i for i in dataset.image_ids if dataset.coco.imgs[i]["file_name"] == name), None)
+    if image_id is None:
+        raise ValueError(f"{ann_file} has no image named {name}")
+    return (read_image_file(image_path), *dataset.annotations(image_id))
 
 
 def sample_inputs(image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, min_size: int, max_size: int):
