@@ -53,13 +53,14 @@ def average_precision(recall: np.ndarray, precision: np.ndarray, metric: str) ->
     raise ValueError(f"unknown VOC metric {metric!r}; choose one of {METRICS}")
 
 
-def box_iou_np(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one XYXY ``box`` with (G, 4) ``boxes``."""
-    iw = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    ih = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+def pairwise_iou_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) IoU of XYXY boxes ``a`` (N, 4) and ``b`` (M, 4)."""
+    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
     inter = iw * ih
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
-    return inter / np.maximum(union, np.finfo(np.float64).eps)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, np.finfo(np.float64).eps)
 
 
 def best_overlaps(image_ids: np.ndarray, boxes: np.ndarray, gt: dict[int, tuple[np.ndarray, np.ndarray]]
@@ -67,12 +68,44 @@ def best_overlaps(image_ids: np.ndarray, boxes: np.ndarray, gt: dict[int, tuple[
     """For each detection, the index of the ground-truth box it overlaps most and that IoU (-1, 0 if none)."""
     best = np.full(len(image_ids), -1, np.int64)
     overlap = np.zeros(len(image_ids))
-    for i, (image_id, box) in enumerate(zip(image_ids, boxes)):
+    for image_id in np.unique(image_ids):
         gt_boxes = gt.get(int(image_id), (np.zeros((0, 4)), None))[0]
         if len(gt_boxes):
-            ious = box_iou_np(box, gt_boxes)
-            best[i], overlap[i] = int(ious.argmax()), float(ious.max())
+            rows = np.flatnonzero(image_ids == image_id)
+            ious = pairwise_iou_np(boxes[rows], gt_boxes)
+            best[rows], overlap[rows] = ious.argmax(axis=1), ious.max(axis=1)
     return best, overlap
+
+
+def match_detections(image_ids: np.ndarray, scores: np.ndarray, boxes: np.ndarray,
+                     gt: dict[int, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Detections sorted by score (stable): (image ids, best ground-truth index, its IoU). The best box
+    does not depend on the IoU threshold, so this is computed once for all thresholds."""
+    order = np.argsort(-scores, kind="stable")
+    best, overlap = best_overlaps(image_ids[order], boxes[order], gt)
+    return image_ids[order], best, overlap
+
+
+def precision_recall_at(matched: tuple[np.ndarray, np.ndarray, np.ndarray],
+                        gt: dict[int, tuple[np.ndarray, np.ndarray]], iou_threshold: float
+                        ) -> tuple[np.ndarray, np.ndarray, int]:
+    """(recall, precision, number of non-difficult ground-truth boxes) from :func:`match_detections`."""
+    image_ids, best, overlap = matched
+    num_pos = int(sum((~difficult).sum() for _, difficult in gt.values()))
+    hit = overlap > iou_threshold
+    difficult = np.zeros(len(best), bool)
+    for i in np.flatnonzero(hit):
+        difficult[i] = gt[int(image_ids[i])][1][best[i]]
+    keys = image_ids.astype(np.int64) * (1 + max((len(b) for b, _ in gt.values()), default=0)) + best
+    candidates = np.flatnonzero(hit & ~difficult)
+    _, first = np.unique(keys[candidates], return_index=True)  # the best-scored detection of each box
+    is_tp = np.zeros(len(best), bool)
+    is_tp[candidates[first]] = True
+    keep = ~difficult  # detections of difficult boxes count neither way
+    tp, fp = np.cumsum(is_tp[keep]), np.cumsum(~is_tp[keep])
+    recall = tp / num_pos if num_pos else np.full(len(tp), np.nan)
+    precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+    return recall, precision, num_pos
 
 
 def precision_recall(image_ids: np.ndarray, scores: np.ndarray, boxes: np.ndarray,
@@ -84,22 +117,7 @@ def precision_recall(image_ids: np.ndarray, scores: np.ndarray, boxes: np.ndarra
         image_ids, scores, boxes: (D,), (D,), (D, 4) detections of the class.
         gt: image id -> ((G, 4) XYXY boxes, (G,) bool difficult) of the class.
     """
-    num_pos = int(sum((~difficult).sum() for _, difficult in gt.values()))
-    order = np.argsort(-scores, kind="stable")
-    image_ids, boxes = image_ids[order], boxes[order]
-    best, overlap = best_overlaps(image_ids, boxes, gt)
-    hit = overlap > iou_threshold
-    difficult = np.array([hit[i] and bool(gt[int(image_ids[i])][1][best[i]]) for i in range(len(best))], bool)
-    keys = image_ids.astype(np.int64) * (1 + max((len(b) for b, _ in gt.values()), default=0)) + best
-    candidates = np.flatnonzero(hit & ~difficult)
-    _, first = np.unique(keys[candidates], return_index=True)  # the best-scored detection of each box
-    is_tp = np.zeros(len(best), bool)
-    is_tp[candidates[first]] = True
-    keep = ~difficult  # detections of difficult boxes count neither way
-    tp, fp = np.cumsum(is_tp[keep]), np.cumsum(~is_tp[keep])
-    recall = tp / num_pos if num_pos else np.full(len(tp), np.nan)
-    precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
-    return recall, precision, num_pos
+    return precision_recall_at(match_detections(image_ids, scores, boxes, gt), gt, iou_threshold)
 
 
 class VOCEvaluator:
@@ -148,8 +166,9 @@ class VOCEvaluator:
             ids = np.array([d[0] for d in dets], np.int64)
             scores = np.array([d[1] for d in dets], np.float64)
             boxes = np.array([d[2] for d in dets], np.float64).reshape(-1, 4)
+            matched = match_detections(ids, scores, boxes, gt)
             for t, iou in enumerate(IOU_THRESHOLDS):
-                recall, precision, num_pos = precision_recall(ids, scores, boxes, gt, iou)
+                recall, precision, num_pos = precision_recall_at(matched, gt, iou)
                 if num_pos:
                     ap[t, label] = average_precision(recall, precision, self.metric) * 100
         if np.isnan(ap[0]).all():
