@@ -123,8 +123,10 @@ def set_threads(num_threads: int | None, num_workers: int) -> int:
     machine (never oversubscribe); returns the thread count."""
     import torch
 
+    from detectres.engine.distributed import local_world_size
+
     if num_threads is None or num_threads <= 0:
-        per_process = (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        per_process = (os.cpu_count() or 1) // max(1, local_world_size())
         num_threads = max(1, per_process - num_workers)
     torch.set_num_threads(num_threads)
     return num_threads

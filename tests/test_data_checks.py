@@ -153,9 +153,20 @@ def test_fatal_policy_stops_before_the_first_iteration(tmp_path):
     assert not os.path.exists(out / "model_final.pth") and not os.path.exists(out / "metrics.jsonl")
 
 
+def test_a_file_listed_twice_is_a_duplicate(tmp_path):
+    records = good_records()
+    records["images"][3]["file_name"] = "c.png"  # ids 3 and 4 both name c.png
+    img_dir, ann = write_set(tmp_path, records)
+    ds = COCODataset(image_dir=img_dir, ann_file=ann)
+    [problem] = ds.report.problems
+    assert problem.kind == "duplicate_image_id" and "file c.png" in str(problem) and "ids 3, 4" in str(problem)
+    assert len(ds) == 2 and len(ds.coco.anns) == 4
+
+
 def test_fatal_image_policy_reads_the_files_at_load(tmp_path):
     img_dir, ann = make_case(tmp_path, None, lambda d: corrupt(os.path.join(d, "b.png")))
     assert scan_level("exists", resolve_policies({"unreadable_image": "fail"})) == "decode"
+    assert scan_level("exists", resolve_policies({"size_mismatch": "fix"})) == "header"  # boxes rescaled at load
     with pytest.raises(DataCheckError, match=r"b.png .*unreadable_image, fatal"):
         COCODataset(image_dir=img_dir, ann_file=ann, checks={"unreadable_image": "fail"})
 
@@ -166,15 +177,20 @@ def test_image_that_fails_during_training_is_skipped_and_counted(tmp_path, caplo
     corrupt(os.path.join(img_dir, "b.png"))          # ... and one breaks before it is read
     ds.substitute_bad_images = True
     item = ds[1]
-    assert item["file_name"].endswith("c.png") and "b.png" in item["skipped"][0] and "unreadable_image" in item["skipped"][0]
+    assert item["file_name"].endswith("c.png") and "b.png" in item["skipped"][0]
+    assert "unreadable_image" in item["skipped"][0]
     assert "skipped" not in ds[1 + 1] and ds[1]["file_name"].endswith("c.png")  # remembered, not retried
-    ds.substitute_bad_images = False  # evaluation: a stub, left out of scoring
-    assert set(COCODataset(image_dir=img_dir, ann_file=ann)[1]) == {"image_id", "file_name", "skipped"}
+    evaluation = COCODataset(image_dir=img_dir, ann_file=ann)  # evaluation: a stub, left out of scoring
+    for _ in range(2):  # every time, never the next image in its place
+        assert set(evaluation[1]) == {"image_id", "file_name", "skipped"} and evaluation[1]["image_id"] == 2
+    assert evaluation[2]["file_name"].endswith("c.png") and "skipped" not in evaluation[2]
 
     out = tmp_path / "out"
-    results = train_from_config(compose_config("train", train_overrides(img_dir, ann, out, "solver.max_iter=4")))
+    overrides = [o if o != "vis_images=0" else "vis_images=4" for o in train_overrides(img_dir, ann, out)]
+    results = train_from_config(compose_config("train", [*overrides, "solver.max_iter=4"]))
     assert os.path.isfile(out / "model_final.pth")
     assert results["skipped_images"] == 1  # the evaluation left it out
+    assert sorted(os.listdir(out / "vis")) == ["a.jpg", "c.jpg", "d.jpg"]  # drawing skips it too
     assert "image(s) failed to load during training and were skipped" in caplog.text and "b.png" in caplog.text
 
 

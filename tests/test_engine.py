@@ -96,3 +96,9 @@ def test_train_evaluate_and_resume(tmp_path, shapes_overrides):
     assert sorted(resumed) == [2, 3]  # continued at the saved iteration, not from 0
     for it in (2, 3):
         assert resumed[it]["lr"] == pytest.approx(first_run[it]["lr"])
+
+
+def test_resume_with_a_changed_model_names_the_checkpoint(tmp_path):
+    Checkpointer(str(tmp_path), model=torch.nn.Linear(3, 2)).save("model_0000002", 1)
+    with pytest.raises(ValueError, match=r"(?s)cannot resume from .*model_0000002.pth: .*size mismatch"):
+        Checkpointer(str(tmp_path), model=torch.nn.Linear(4, 2)).resume()

@@ -94,3 +94,12 @@ def test_failures_name_the_file_and_kind(tmp_path):
     (tmp_path / "empty.jpg").write_bytes(b"")
     with pytest.raises(ImageFileError, match="empty.jpg: the file is empty"):
         read_image_file(str(tmp_path / "empty.jpg"))
+
+
+def test_data_after_the_end_marker_is_not_truncation(tmp_path):
+    image = np.random.default_rng(4).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "m.jpg"), image)
+    with open(tmp_path / "m.jpg", "ab") as f:  # a phone's motion photo: a video after the JPEG
+        f.write(b"\x00\x00\x00\x18ftypmp42" + bytes(4000))
+    assert read_image_file(str(tmp_path / "m.jpg")).shape == (32, 48, 3)
+    assert image_file_size(str(tmp_path / "m.jpg")) == (32, 48)

@@ -10,6 +10,8 @@ from detectres.config import instantiate_target
 from detectres.data.datasets.base import DetectionDataset
 from detectres.data.transforms import build_transforms
 
+logger = logging.getLogger(__name__)
+
 
 def prepare_data(data_cfg: DictConfig) -> None:
     """Run the dataset's ``generate`` step if it has one (the embedded shapes are made on first use)."""
@@ -26,8 +28,6 @@ def test_transforms(input_cfg: DictConfig):
     return build_transforms(short_edges=int(input_cfg.min_size_test), max_size=input_cfg.max_size_test,
                             interpolation=input_cfg.get("interpolation", "bilinear"))
 
-
-logger = logging.getLogger(__name__)
 
 
 def build_dataset(cfg: DictConfig, split: str, resize: bool = True) -> DetectionDataset:

@@ -11,7 +11,8 @@ Each problem kind has a policy, set in ``data.checks`` (``configs/data/checks/de
 The defaults never crash mid-epoch and never train on a box that was changed without saying so.
 ``scan`` says how much of each image file is read when the dataset loads: ``exists`` (a stat),
 ``header`` (size, EXIF orientation and truncation), or ``decode`` (every pixel). A ``fail`` policy
-for a problem that only reading finds raises the scan to the level that finds it.
+for a problem that only reading finds (and ``size_mismatch: fix``) raises the scan to the level that
+finds it.
 """
 from __future__ import annotations
 
@@ -98,6 +99,8 @@ def scan_level(requested: str, policies: Mapping[str, str]) -> str:
     if requested not in SCAN_LEVELS:
         raise ValueError(f"data.checks.scan={requested!r}: choose one of {', '.join(SCAN_LEVELS)}")
     needed = [_FOUND_BY[k] for k in IMAGE_FILE_KINDS if policies[k] == FAIL] + [requested]
+    if policies["size_mismatch"] == FIX:  # boxes are rescaled at load, so sizes are read at load
+        needed.append("header")
     return max(needed, key=SCAN_LEVELS.index)
 
 

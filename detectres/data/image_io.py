@@ -8,6 +8,7 @@ orientation is applied. Failures raise :class:`ImageFileError` whose ``kind`` is
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -30,16 +31,17 @@ class ImageFileError(OSError):
         self.detail = detail
 
 
-def truncation(head: bytes, tail: bytes) -> str | None:
+def truncation(head: bytes, tail: bytes, whole: Callable[[], bytes]) -> str | None:
     """Why a JPEG or PNG whose first and last bytes are ``head``/``tail`` ends early, or None.
 
     A JPEG ends with the EOI marker (FF D9) and a PNG with its IEND chunk; a file cut short lacks
-    them. Some writers append padding after EOI, so the marker is searched in the last bytes.
+    them. Some writers append data after them (padding, a phone's motion-photo video), so when the
+    last bytes lack the marker the ``whole`` file is searched before calling it truncated.
     """
-    if head.startswith(b"\xff\xd8") and _JPEG_END not in tail:
-        return "truncated JPEG: the end-of-image marker is missing (the file was cut short)"
-    if head.startswith(b"\x89PNG") and _PNG_END not in tail:
-        return "truncated PNG: the IEND chunk is missing (the file was cut short)"
+    for magic, end, what in ((b"\xff\xd8", _JPEG_END, "JPEG: the end-of-image marker"),
+                             (b"\x89PNG", _PNG_END, "PNG: the IEND chunk")):
+        if head.startswith(magic) and end not in tail and end not in whole():
+            return f"truncated {what} is missing (the file was cut short)"
     return None
 
 
@@ -50,7 +52,7 @@ def read_image_file(path: str) -> np.ndarray:
     data = np.fromfile(path, dtype=np.uint8)
     if data.size == 0:
         raise ImageFileError("unreadable_image", path, "the file is empty (0 bytes)")
-    reason = truncation(data[:8].tobytes(), data[-64:].tobytes())
+    reason = truncation(data[:8].tobytes(), data[-64:].tobytes(), data.tobytes)
     if reason:
         raise ImageFileError("truncated_image", path, reason)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)  # applies EXIF orientation, converts depth and channels
@@ -69,7 +71,12 @@ def image_file_size(path: str) -> tuple[int, int]:
         head = f.read(8)
         f.seek(max(0, os.path.getsize(path) - 64))
         tail = f.read()
-    reason = truncation(head, tail)
+
+    def whole() -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    reason = truncation(head, tail, whole)
     if reason:
         raise ImageFileError("truncated_image", path, reason)
     try:

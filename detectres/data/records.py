@@ -47,10 +47,11 @@ def clean_images(images: Any, *, source: str, image_root: str, report: DataRepor
     usable, seen = [], set()
     for image in images:
         where = _image_where(source, image) if isinstance(image, dict) else f"{source}: image entry {image!r}"
+        if isinstance(image, dict) and isinstance(image.get("id"), int):
+            seen.add(image["id"])  # its annotations go with it, not reported as orphans
         if not isinstance(image, dict) or not isinstance(image.get("id"), int) or not image.get("file_name"):
             report.add("bad_image_entry", where, "needs an integer 'id' and a 'file_name'", can_fix=False)
             continue
-        seen.add(image["id"])
         if image.get("malformed"):
             report.add("malformed_file", where, image["malformed"])
             continue
@@ -64,13 +65,22 @@ def clean_images(images: Any, *, source: str, image_root: str, report: DataRepor
                 report.add(e.kind, where, e.detail)
                 continue
         usable.append(image)
-    counts = Counter(im["id"] for im in usable)
-    for image_id in (i for i, n in counts.items() if n > 1):
-        files = [im["file_name"] for im in usable if im["id"] == image_id]
-        report.add("duplicate_image_id", f"{source}: image id {image_id}",
-                   f"is used by {len(files)} entries ({', '.join(map(str, files))})")
-    kept = [im for im in usable if counts[im["id"]] == 1]
+    duplicates = set()
+    for key, what in (("id", "image id"), ("file_name", "file")):
+        counts = Counter(im[key] for im in usable)
+        for value in (v for v, n in counts.items() if n > 1):
+            entries = [im for im in usable if im[key] == value]
+            listed = ", ".join(str(im["file_name"] if key == "id" else im["id"]) for im in entries)
+            report.add("duplicate_image_id", f"{source}: {what} {value}",
+                       f"is used by {len(entries)} entries ({'files' if key == 'id' else 'ids'} {listed})")
+            duplicates.update(id(im) for im in entries)
+    kept = [im for im in usable if id(im) not in duplicates]
     return kept, seen
+
+
+def xywh_to_xyxy(bbox: list[float]) -> list[float]:
+    x, y, w, h = bbox
+    return [x, y, x + w, y + h]
 
 
 def check_box(bbox: Any, width: float, height: float) -> tuple[str | None, str, list[float] | None]:

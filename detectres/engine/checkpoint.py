@@ -73,7 +73,9 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((py[-2], tuple(py[:-2]), py[-1]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # a run resumed on fewer GPUs restores the first ones
+        for device, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, device)
 
 
 class Checkpointer:
@@ -124,10 +126,13 @@ class Checkpointer:
         if path is None:
             return 0
         state = load_checkpoint(path)
-        self.model.load_state_dict(state["model"])
-        for key in ("optimizer", "scheduler", "scaler"):
-            if getattr(self, key) is not None and key in state:
-                getattr(self, key).load_state_dict(state[key])
+        try:
+            self.model.load_state_dict(state["model"])
+            for key in ("optimizer", "scheduler", "scaler"):
+                if getattr(self, key) is not None and state.get(key):  # an empty scaler state: amp was off
+                    getattr(self, key).load_state_dict(state[key])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise ValueError(f"cannot resume from {path}: {e} (was the config changed since it was written?)") from e
         if "rng" in state:
             restore_rng_state(state["rng"])
         return int(state.get("iteration", -1)) + 1

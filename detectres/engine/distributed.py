@@ -22,11 +22,12 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def init_distributed(timeout_s: float = 1800.0) -> tuple[int, int]:
-    """Join the process group ``torchrun`` describes; returns (rank, world size)."""
+def init_distributed(timeout_s: float = 1800.0, device: str = "auto") -> tuple[int, int]:
+    """Join the process group ``torchrun`` describes, NCCL when ``device`` is a GPU (``auto``: when
+    one is available), gloo otherwise; returns (rank, world size)."""
     if env_world_size() <= 1 or dist.is_initialized():
         return get_rank(), get_world_size()
-    if torch.cuda.is_available():
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
         torch.cuda.set_device(local_rank())
         os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")  # a timed-out collective aborts the process
         backend = "nccl"
@@ -60,11 +61,6 @@ def local_world_size() -> int:
 
 def is_main_process() -> bool:
     return get_rank() == 0
-
-
-def synchronize() -> None:
-    if get_world_size() > 1:
-        dist.barrier()
 
 
 def all_gather_objects(obj: Any) -> list[Any]:

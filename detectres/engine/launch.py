@@ -88,7 +88,7 @@ def train_from_config(cfg: DictConfig) -> dict:
     Under ``torchrun`` every rank runs this; rank 0 alone writes checkpoints, metrics and images.
     Returns the final evaluation results (percent).
     """
-    rank, world = init_distributed(cfg.get("dist_timeout_s", 1800))
+    rank, world = init_distributed(cfg.get("dist_timeout_s", 1800), device=cfg.device)
     try:
         return train_process(cfg, rank, world)
     finally:
@@ -157,6 +157,8 @@ def draw_dataset_predictions(model, dataset, out_dir: str, count: int, score_thr
     paths = []
     for i in range(min(count, len(dataset))):
         item = dataset[i]
+        if "image" not in item:  # failed to load (already reported)
+            continue
         out = model([item])[0]
         image = cv2.imread(item["file_name"], cv2.IMREAD_COLOR)
         drawn = draw_detections(image, out["pred_boxes"].cpu().numpy(), out["scores"].cpu().numpy(),
@@ -218,7 +220,7 @@ def evaluate_from_config(cfg: DictConfig, overrides: list[str]) -> dict:
     ``model.weights=PATH`` (any supported format, with the composed config) on the val set,
     with the test-time procedure ``test=baseline|refine|multiscale|tta|paper``. Under ``torchrun``
     each rank evaluates its share and rank 0 scores and writes."""
-    init_distributed(cfg.get("dist_timeout_s", 1800))
+    init_distributed(cfg.get("dist_timeout_s", 1800), device=cfg.device)
     try:
         return evaluate_process(cfg, overrides)
     finally:

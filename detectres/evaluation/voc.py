@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from detectres.data.datasets.base import DetectionDataset
+from detectres.data.records import xywh_to_xyxy
 from detectres.evaluation.coco import format_per_class_table
 
 logger = logging.getLogger(__name__)
@@ -146,11 +147,10 @@ class VOCEvaluator:
     def ground_truth(self) -> list[dict[int, tuple[np.ndarray, np.ndarray]]]:
         """Per label: image id -> ((G, 4) XYXY boxes, (G,) difficult) over the processed images."""
         per_label: list[dict] = [defaultdict(lambda: ([], [])) for _ in self.dataset.class_names]
-        for image_id in self.image_ids:
+        for image_id in dict.fromkeys(self.image_ids):  # each image once, in order
             for ann in self.dataset.coco.imgToAnns.get(image_id, []):
-                x, y, w, h = ann["bbox"]
                 boxes, difficult = per_label[self.dataset.category_id_to_label[ann["category_id"]]][image_id]
-                boxes.append([x, y, x + w, y + h])
+                boxes.append(xywh_to_xyxy(ann["bbox"]))
                 difficult.append(bool(ann.get("difficult", 0) or ann.get("iscrowd", 0)))
         return [{i: (np.asarray(b, np.float64).reshape(-1, 4), np.asarray(d, bool)) for i, (b, d) in g.items()}
                 for g in per_label]

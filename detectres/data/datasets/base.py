@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from detectres.data.checks import FAIL, FIX, DataCheckError, DataReport, scan_level
 from detectres.data.image_io import ImageFileError, image_file_size, read_image_file
-from detectres.data.records import clean_records, drop_images
+from detectres.data.records import clean_records, drop_images, xywh_to_xyxy
 from detectres.data.transforms import apply_transforms
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class DetectionDataset(Dataset):
         self.transforms = transforms
         self.ignore_flag = ignore_flag
         self.substitute_bad_images = False
-        self._bad_indices: set[int] = set()
+        self._bad_indices: dict[int, ImageFileError] = {}
         records = clean_records(records, source=name, image_root=image_root, report=self.report)
         records = self._scan_files(records, scan_level(requested_scan, self.report.policies))
         self.report.raise_if_fatal()
@@ -84,7 +84,7 @@ class DetectionDataset(Dataset):
     def _scan_files(self, records: dict, level: str) -> dict:
         """Look at every image file (``level`` exists/header/decode) and apply the policies."""
         images = records["images"]
-        skip = set()
+        skip, file_sizes = set(), {}
         progress = tqdm(images, desc=f"checking images ({level})", unit="img", leave=False,
                         disable=level == "exists" or len(images) < 200, dynamic_ncols=True)
         for image in progress:
@@ -100,12 +100,12 @@ class DetectionDataset(Dataset):
                 skip.add(image["id"])
                 continue
             if hw != (image["height"], image["width"]):
-                detail = (f"the file is {hw[0]}x{hw[1]} (HxW) but the annotation says "
-                          f"{image['height']}x{image['width']}")
+                detail = size_mismatch_detail(hw, image)
                 if self.report.add("size_mismatch", self._where(image), detail) == FIX:
-                    rescale_image_records(records, image, *hw)
+                    file_sizes[image["id"]] = hw
                 else:
                     skip.add(image["id"])
+        rescale_to_file_sizes(records, file_sizes)
         return drop_images(records, skip)
 
     def _where(self, image: dict) -> str:
@@ -126,9 +126,7 @@ class DetectionDataset(Dataset):
         info = self.coco.imgs[image_id]
         image = read_image_file(self.image_path(image_id))
         if image.shape[:2] != (info["height"], info["width"]):
-            raise ImageFileError("size_mismatch", self.image_path(image_id),
-                                 f"the file is {image.shape[0]}x{image.shape[1]} (HxW) but the annotation "
-                                 f"says {info['height']}x{info['width']}")
+            raise ImageFileError("size_mismatch", self.image_path(image_id), size_mismatch_detail(image.shape, info))
         return image
 
     def annotations(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -137,8 +135,7 @@ class DetectionDataset(Dataset):
         for ann in self.coco.imgToAnns.get(image_id, []):
             if ann.get("iscrowd", 0) or (self.ignore_flag and ann.get(self.ignore_flag, 0)):
                 continue
-            x, y, w, h = ann["bbox"]
-            boxes.append([x, y, x + w, y + h])
+            boxes.append(xywh_to_xyxy(ann["bbox"]))
             labels.append(self.category_id_to_label[ann["category_id"]])
         return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64)
 
@@ -177,16 +174,19 @@ class DetectionDataset(Dataset):
         skipped: list[str] = []
         for step in range(len(self)):
             i = (index + step) % len(self)
-            if i in self._bad_indices:
+            if i in self._bad_indices and self.substitute_bad_images:
                 continue
             try:
+                if i in self._bad_indices:
+                    raise self._bad_indices[i]  # evaluation: the same stub again, without re-reading
                 item = self.load_item(i)
             except ImageFileError as e:
                 if self.report.policies[e.kind] == FAIL:
                     raise DataCheckError(f"{e} [{e.kind}, fatal]") from e
-                self._bad_indices.add(i)
+                if i not in self._bad_indices:
+                    logger.warning("skipping an image that failed to load: %s [%s, image skipped]", e, e.kind)
+                self._bad_indices[i] = e
                 skipped.append(f"{e} [{e.kind}, image skipped]")
-                logger.warning("skipping an image that failed to load: %s", skipped[-1])
                 if not self.substitute_bad_images:
                     image_id = self.image_ids[i]
                     return {"image_id": image_id, "file_name": self.image_path(image_id), "skipped": skipped}
@@ -197,11 +197,23 @@ class DetectionDataset(Dataset):
         raise DataCheckError(f"{self.name}: every image failed to load; the last: {skipped[-1:]}")
 
 
-def rescale_image_records(records: dict, image: dict, height: int, width: int) -> None:
-    """Scale the boxes of ``image`` from its annotated size to the file's (the ``fix`` for size_mismatch)."""
-    sx, sy = width / image["width"], height / image["height"]
+def size_mismatch_detail(file_hw: tuple[int, ...], image: dict) -> str:
+    return f"the file is {file_hw[0]}x{file_hw[1]} (HxW) but the annotation says {image['height']}x{image['width']}"
+
+
+def rescale_to_file_sizes(records: dict, file_sizes: dict[int, tuple[int, int]]) -> None:
+    """Scale the boxes of each image in ``file_sizes`` (id -> file height, width) from its annotated
+    size to the file's, in one pass over the annotations (the ``fix`` for size_mismatch)."""
+    if not file_sizes:
+        return
+    scales = {}
+    for image in records["images"]:
+        if image["id"] in file_sizes:
+            height, width = file_sizes[image["id"]]
+            scales[image["id"]] = (width / image["width"], height / image["height"])
+            image["height"], image["width"] = height, width
     for ann in records["annotations"]:
-        if ann["image_id"] == image["id"]:
+        if ann["image_id"] in scales:
+            sx, sy = scales[ann["image_id"]]
             x, y, w, h = ann["bbox"]
             ann["bbox"] = [x * sx, y * sy, w * sx, h * sy]
-    image["height"], image["width"] = height, width
