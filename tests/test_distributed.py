@@ -1,5 +1,4 @@
 """Scale-out and faults on CPU: torchrun with gloo, exact resume after SIGKILL, NaN losses, a dead rank."""
-import math
 import os
 import signal
 import socket
@@ -206,4 +205,3 @@ def test_a_dead_rank_makes_the_other_exit_non_zero(small, tmp_path):
     waited = time.time() - t0
     print(f"rank 0 exited with {code} {waited:.1f} s after rank 1 was killed")
     assert code != 0 and waited < timeout + 30
-    assert not math.isnan(waited)
