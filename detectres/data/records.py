@@ -37,7 +37,7 @@ def _image_where(source: str, image: dict) -> str:
 
 
 def _positive_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    return type(value) in _NUMBER and math.isfinite(value) and value > 0  # type(): bools are not sizes
 
 
 def clean_images(images: Any, *, source: str, image_root: str, report: DataReport) -> tuple[list[dict], set]:

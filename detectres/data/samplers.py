@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import BatchSampler, Sampler
 
 
 class InfiniteShuffleSampler(Sampler[int]):
@@ -72,10 +72,8 @@ class TrainingBatchSampler(Sampler[list[tuple[int, int]]]):
 
     def global_batches(self) -> Iterator[list[int]]:
         if self.aspect_ratios is None:
-            stream = iter(self.stream)
-            while True:
-                yield [next(stream) for _ in range(self.batch_size)]
-        yield from AspectRatioGroupedBatchSampler(self.stream, self.aspect_ratios, self.batch_size)
+            return iter(BatchSampler(self.stream, self.batch_size, drop_last=True))
+        return iter(AspectRatioGroupedBatchSampler(self.stream, self.aspect_ratios, self.batch_size))
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         lo, hi = self.rank * self.per_rank, (self.rank + 1) * self.per_rank
