@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Run a detector on a video, a webcam, an image or a folder, frame by frame.
 
-    python demo/demo.py checkpoint=outputs/quickstart_shapes/model_final.pth input=video.mp4 output=out.mp4
-    python demo/demo.py checkpoint=PATH input=0            # webcam 0, in a window
+    python demo/demo.py checkpoint=outputs/quickstart_shapes/model_final.pth source=video.mp4 output=out.mp4
+    python demo/demo.py checkpoint=PATH source=0            # webcam 0, in a window
 """
 import os
 import sys
@@ -14,15 +14,15 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from detectres.config import CONFIG_DIR  # noqa: E402
-from detectres.utils.demo import run_demo  # noqa: E402
-from detectres.utils.video import SourceError  # noqa: E402
+from detectres.apps.demo.app import run_demo  # noqa: E402
+from detectres.apps.demo.sources import SourceError  # noqa: E402
+from detectres.config import CONFIG_DIR, task_overrides  # noqa: E402
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="demo", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
-        run_demo(cfg)
+        run_demo(cfg, task_overrides())
     except (SourceError, FileNotFoundError, ValueError) as e:
         print(f"demo: error: {e}", file=sys.stderr)
         sys.exit(1)

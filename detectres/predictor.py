@@ -1,23 +1,19 @@
-"""The prediction API: ``Detector.from_config(...).predict(bgr_image)``."""
+"""The prediction API: ``Detector.from_checkpoint(path).predict(bgr_image)``."""
 from __future__ import annotations
 
-import os
-
-import cv2
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from detectres.config import build_model, compose_config, merge_dotlist, resolve_device
-from detectres.data.image_io import read_image_file
-from detectres.data.transforms import resize_shortest_edge
-from detectres.utils.video import list_images
+from detectres.config import compose_config
+from detectres.utils.amp import autocast_context
+from detectres.utils.resize import resize_shortest_edge
 from detectres.utils.visualizer import draw_detections
-from detectres.weights.loading import Weights, load_weights_into, read_weights
+from detectres.weights.restore import RestoredModel, restore_model
 
 
 class Detector:
-    """A model in eval mode plus its test-time resize and class names.
+    """A model in eval mode plus its test-time resize, precision and class names.
 
     ``predict`` takes one HxWx3 uint8 BGR image (as ``cv2.imread`` gives) and returns numpy
     ``boxes`` (N, 4) XYXY in the image's own pixels, ``scores`` (N,), ``labels`` (N,) in 0..K-1
@@ -25,7 +21,7 @@ class Detector:
     """
 
     def __init__(self, model: torch.nn.Module, *, class_names: list[str], min_size: int, max_size: int,
-                 interpolation: str = "bilinear", amp: bool = False, amp_dtype: torch.dtype = torch.bfloat16):
+                 interpolation: str = "bilinear", amp: bool | str = False):
         if len(class_names) != model.num_classes:
             raise ValueError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
         self.model = model.eval()
@@ -34,44 +30,42 @@ class Detector:
         self.max_size = int(max_size)
         self.interpolation = interpolation
         self.amp = amp
-        self.amp_dtype = amp_dtype
-        self.config: DictConfig | None = None  # set when built from a checkpoint
+        self.config: DictConfig | None = None  # the recipe the model was restored from
 
     @classmethod
-    def from_config(cls, name_or_cfg: str | DictConfig = "quickstart", weights: str | Weights | None = None,
-                    overrides: list[str] | tuple[str, ...] = (), device: str = "auto",
-                    class_names: list[str] | None = None) -> "Detector":
-        """Build from a model config name (``configs/model/NAME.yaml``) or a composed config, and load
-        ``weights`` (a path in any supported format, or already-read :class:`Weights`).
+    def from_restored(cls, restored: RestoredModel) -> "Detector":
+        """Wrap a restored model with the test-time settings of its config (``input``, ``runtime.amp``)."""
+        cfg = restored.config
+        detector = cls(restored.model, class_names=restored.class_names, min_size=cfg.input.min_size_test,
+                       max_size=cfg.input.max_size_test, interpolation=cfg.input.interpolation, amp=cfg.runtime.amp)
+        detector.config = cfg
+        return detector
 
-        Class names come from ``class_names``, else the weights file, else the config's dataset.
-        """
-        if isinstance(name_or_cfg, str):
-            cfg = compose_config("train", [f"model={name_or_cfg}", *overrides])
-        else:
-            cfg = merge_dotlist(name_or_cfg, overrides)
-        loaded = read_weights(weights) if isinstance(weights, str) else weights
-        if class_names is None:
-            class_names = (loaded.class_names if loaded else None) or dataset_class_names(cfg)
-        model = build_model(cfg.model, num_classes=len(class_names))
-        if loaded is not None:
-            load_weights_into(model, loaded, source=weights if isinstance(weights, str) else "weights")
-        model.to(resolve_device(device))
-        return cls(model, class_names=class_names, min_size=cfg.input.min_size_test,
-                   max_size=cfg.input.max_size_test, interpolation=cfg.input.get("interpolation", "bilinear"),
-                   amp=bool(cfg.get("amp", False)))
+    @classmethod
+    def from_app_config(cls, cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> "Detector":
+        """From a tool's composed config: ``checkpoint=PATH``, or ``model=NAME model.weights=PATH``."""
+        if not cfg.checkpoint and not cfg.model.weights:
+            raise ValueError("no weights: pass checkpoint=PATH or model=NAME model.weights=PATH")
+        return cls.from_restored(restore_model(cfg, overrides, checkpoint=cfg.checkpoint))
 
     @classmethod
     def from_checkpoint(cls, path: str, overrides: list[str] | tuple[str, ...] = (),
                         device: str = "auto") -> "Detector":
-        """Rebuild exactly the model a detectres training run saved (config and classes inside)."""
-        weights = read_weights(path)
-        if not weights.config:
-            raise ValueError(f"{path} carries no config; use Detector.from_config(name, weights=path)")
-        cfg = merge_dotlist(weights.config, overrides)
-        detector = cls.from_config(cfg, weights=weights, device=device, class_names=weights.class_names)
-        detector.config = cfg
-        return detector
+        """Rebuild exactly the model a detectres training run saved (config and classes inside);
+        ``overrides`` (``key=value``) change it, e.g. ``model.roi_heads.score_thresh=0.3``."""
+        overrides = [f"runtime.device={device}", *overrides]
+        return cls.from_restored(restore_model(compose_config("predict", overrides), overrides, checkpoint=path))
+
+    @classmethod
+    def from_config(cls, name: str = "quickstart", weights: str | None = None,
+                    overrides: list[str] | tuple[str, ...] = (), device: str = "auto",
+                    class_names: list[str] | None = None) -> "Detector":
+        """Build ``configs/model/NAME.yaml`` and load ``weights`` (a path in any supported format).
+        Class names come from ``class_names``, else the weights file, else the config's dataset."""
+        cfg = compose_config("predict", [f"model={name}", f"runtime.device={device}", *overrides])
+        if weights is not None:
+            cfg.model.weights = weights
+        return cls.from_restored(restore_model(cfg, class_names=class_names))
 
     @torch.no_grad()
     def predict(self, image: np.ndarray) -> dict:
@@ -91,9 +85,8 @@ class Detector:
     @torch.no_grad()
     def predict_prepared(self, inputs: dict) -> dict:
         """Run the model on a ``prepare``d input; numpy outputs in the original image's pixels."""
-        device_type = self.model.pixel_mean.device.type
-        with torch.autocast(device_type, dtype=self.amp_dtype, enabled=self.amp):
-            out = self.model([inputs])[0]
+        with autocast_context(self.model, self.amp):
+            out = self.model.inference([inputs])[0]
         labels = out["pred_classes"].cpu().numpy()
         return {
             "boxes": out["pred_boxes"].float().cpu().numpy(),
@@ -106,48 +99,3 @@ class Detector:
         """The image with detections drawn (predicts first unless ``prediction`` is given)."""
         p = prediction if prediction is not None else self.predict(image)
         return draw_detections(image, p["boxes"], p["scores"], p["labels"], self.class_names, score_thresh)
-
-
-def dataset_class_names(cfg: DictConfig) -> list[str]:
-    """Class names from the config: ``data.class_names`` if given, else the training annotation file."""
-    names = cfg.data.get("class_names")
-    if names:
-        return list(names)
-    from detectres.data.build import prepare_data
-    from detectres.data.datasets.coco import read_coco_json
-    from detectres.data.records import check_categories
-
-    prepare_data(cfg.data)
-    ann_file = cfg.data.train.ann_file
-    return [c["name"] for c in check_categories(read_coco_json(ann_file).get("categories"), ann_file)]
-
-
-def validation_image_folder(val_cfg: DictConfig) -> str:
-    """The folder of the validation images: ``image_dir`` (COCO format) or the first image set's
-    ``JPEGImages`` (VOC layout)."""
-    if val_cfg.get("image_dir"):
-        return val_cfg.image_dir
-    return os.path.join(val_cfg.root, val_cfg.image_sets[0].split("/")[0], "JPEGImages")
-
-
-def predict_to_files(checkpoint: str, input_path: str | None, output_dir: str | None, *,
-                     score_thresh: float = 0.5, max_images: int = 8, device: str = "auto") -> list[str]:
-    """Draw the detections of ``checkpoint`` on each input image; returns the written paths.
-
-    ``input_path`` None means the validation images of the data the checkpoint was trained on.
-    """
-    detector = Detector.from_checkpoint(checkpoint, device=device)
-    if input_path is None:
-        input_path = validation_image_folder(detector.config.data.val)
-    output_dir = output_dir or os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "predictions")
-    os.makedirs(output_dir, exist_ok=True)
-    written = []
-    for path in list_images(input_path, max_images):
-        image = read_image_file(path)
-        prediction = detector.predict(image)
-        out_path = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0] + ".jpg")
-        cv2.imwrite(out_path, detector.draw(image, prediction, score_thresh))
-        kept = int((prediction["scores"] >= score_thresh).sum())
-        print(f"{path}: {kept} detections with score >= {score_thresh} -> {out_path}")
-        written.append(out_path)
-    return written

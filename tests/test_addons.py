@@ -3,10 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from detectres.config import build_model, compose_config
+from detectres.config import compose_config
+from detectres.modeling.build import build_model
 from detectres.modeling.ensemble import EnsembleDetector
-from detectres.modeling.roi_heads.refinement import box_voting, merge_detections
-from detectres.modeling.tta import TestTimeDetector, choose_scale_pairs, flip_boxes
+from detectres.modeling.postprocessing import box_voting, merge_detections
+from detectres.modeling.tta import (BoxRefinement, ImageTTA, MultiScaleTesting, TestTimeDetector, choose_scale_pairs,
+                                    flip_boxes)
 from detectres.structures.boxes import scale_boxes
 
 
@@ -55,7 +57,7 @@ def test_scale_chooser_picks_the_bracketing_adjacent_pair():
 def test_multiscale_merges_by_elementwise_max(monkeypatch):
     model, _ = quickstart()
     tt = TestTimeDetector(model=model, min_size=128, max_size=400,
-                          multiscale={"scales": [96, 128, 192], "proposal_scale": 128, "canonical_size": 128})
+                          multiscale=MultiScaleTesting(scales=[96, 128, 192], proposal_scale=128, canonical_size=128))
     image = torch.randint(0, 256, (3, 120, 160), dtype=torch.uint8)
     levels = [tt.features_at(image, s) for s in (96, 128, 192)]
     boxes = torch.tensor([[10.0, 10.0, 40.0, 40.0], [5.0, 5.0, 150.0, 110.0], [60.0, 20.0, 100.0, 90.0]])
@@ -123,12 +125,12 @@ def test_baseline_wrapper_equals_the_plain_model():
     model, cfg = quickstart()
     image = np.random.default_rng(0).integers(0, 256, (150, 200, 3), dtype=np.uint8)
     tt = TestTimeDetector(model=model, min_size=cfg.input.min_size_test, max_size=cfg.input.max_size_test)
-    ours = tt([{"image": torch.from_numpy(image.transpose(2, 0, 1).copy()), "height": 150, "width": 200}])[0]
-    from detectres.data.transforms import resize_image, shortest_edge_size
+    ours = tt.inference([{"image": torch.from_numpy(image.transpose(2, 0, 1).copy()), "height": 150, "width": 200}])[0]
+    from detectres.utils.resize import resize_image, shortest_edge_size
 
     hw = shortest_edge_size(150, 200, cfg.input.min_size_test, cfg.input.max_size_test)
     resized = torch.from_numpy(resize_image(image, hw).transpose(2, 0, 1).copy())
-    plain = model([{"image": resized, "height": 150, "width": 200}])[0]
+    plain = model.inference([{"image": resized, "height": 150, "width": 200}])[0]
     assert torch.allclose(ours["pred_boxes"], plain["pred_boxes"], atol=1e-3)
     assert torch.allclose(ours["scores"], plain["scores"], atol=1e-6)
 
@@ -137,10 +139,10 @@ def test_refinement_and_tta_run_and_respect_limits():
     model, _ = quickstart()
     model.roi_heads.detections_per_image = 20
     image = torch.randint(0, 256, (3, 120, 160), dtype=torch.uint8)
-    for kwargs in ({"refine": {"nms_thresh": 0.3, "vote_thresh": 0.5}},
-                   {"tta": {"sizes": [96, 128], "flip": True, "merge": "vote"}},
-                   {"refine": {}, "multiscale": {"scales": [96, 128, 160], "proposal_scale": 128,
-                                                 "canonical_size": 128}}):
+    for kwargs in ({"refine": BoxRefinement()},
+                   {"tta": ImageTTA(sizes=[96, 128], flip=True, merge="vote")},
+                   {"refine": BoxRefinement(), "multiscale": MultiScaleTesting(scales=[96, 128, 160], proposal_scale=128,
+                                                                               canonical_size=None)}):
         out = TestTimeDetector(model=model, min_size=128, max_size=400, **kwargs).detect(image)
         assert 0 < len(out["scores"]) <= 20
         b = out["pred_boxes"]
@@ -150,10 +152,32 @@ def test_refinement_and_tta_run_and_respect_limits():
 def test_ensemble_of_one_model_equals_the_model():
     model, _ = quickstart()
     item = {"image": torch.randint(0, 256, (3, 96, 128), dtype=torch.uint8), "height": 96, "width": 128}
-    single = model([item])[0]
-    ensembled = EnsembleDetector([model])([item])[0]
+    single = model.inference([item])[0]
+    ensembled = EnsembleDetector([model]).inference([item])[0]
     assert torch.allclose(ensembled["pred_boxes"], single["pred_boxes"], atol=1e-4)
     assert torch.allclose(ensembled["scores"], single["scores"], atol=1e-5)
     assert torch.equal(ensembled["pred_classes"], single["pred_classes"])
-    two = EnsembleDetector([model, quickstart()[0]])([item])[0]
+    two = EnsembleDetector([model, quickstart()[0]]).inference([item])[0]
     assert len(two["scores"]) > 0
+
+
+def test_addon_classes_check_their_values():
+    with pytest.raises(ValueError, match="proposal_scale 700 must be one of"):
+        MultiScaleTesting(scales=[600, 800], proposal_scale=700)
+    with pytest.raises(ValueError, match="at least two scales"):
+        MultiScaleTesting(scales=[600], proposal_scale=600)
+    with pytest.raises(ValueError, match="tta.merge"):
+        ImageTTA(merge="mean")
+    assert MultiScaleTesting(scales=[800, 200, 600]).scales == (200, 600, 800)
+
+
+def test_multiscale_canonical_size_defaults_to_the_pooled_extent():
+    model, _ = quickstart()
+    assert model.roi_heads.roi_extent == 8 * 16  # the quickstart pools 8x8 at stride 16
+    image = torch.randint(0, 256, (3, 120, 160), dtype=torch.uint8)
+    auto = TestTimeDetector(model=model, min_size=128, max_size=400,
+                            multiscale=MultiScaleTesting(scales=[64, 128, 192], proposal_scale=128, canonical_size=None))
+    fixed = TestTimeDetector(model=model, min_size=128, max_size=400,
+                             multiscale=MultiScaleTesting(scales=[64, 128, 192], proposal_scale=128, canonical_size=128))
+    a, b = auto.detect(image), fixed.detect(image)
+    assert len(a["scores"]) > 0 and torch.equal(a["pred_boxes"], b["pred_boxes"])

@@ -1,13 +1,21 @@
+"""The config tree: every config composes and instantiates, overrides reach their targets, the tree
+mirrors the constructors (typed test-time add-ons, solver nodes), and old checkpoint configs upgrade."""
+import dataclasses
 import glob
+import inspect
 import os
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
-from detectres.config import CONFIG_DIR, build_model, compose_config
+from detectres.config import CONFIG_DIR, carry_overrides, compose_config
 from detectres.data.build import build_dataset
+from detectres.engine.solver import WarmupMultiStepLR
+from detectres.modeling.build import build_model
 from detectres.modeling.detector import FasterRCNN
+from detectres.modeling.tta import BoxRefinement, ImageTTA, MultiScaleTesting, TestTimeDetector
 
 
 def group_options(group):
@@ -19,20 +27,38 @@ def test_every_model_config_instantiates(model):
     cfg = compose_config("train", [f"model={model}"])
     net = build_model(cfg.model, num_classes=7)
     assert isinstance(net, FasterRCNN) and net.roi_heads.box_predictor.cls_score.out_features == 8
-    assert cfg.input.min_size_test > 0
+    # the backbone's stride reaches the anchors and the pooler (nothing in YAML keeps them in step)
+    assert net.rpn.anchor_generator.stride == net.backbone.stride == 16
+    assert net.roi_heads.pooler.spatial_scale == 1.0 / 16
+    assert cfg.input.min_size_test == (192 if model == "quickstart" else 800)
+
+
+def test_the_input_group_follows_the_model_and_the_command_line():
+    assert compose_config("train", ["model=r50_c4"]).input.interpolation == "pil_bilinear"
+    assert compose_config("train", ["model=quickstart"]).input.min_size_train == [160, 176, 192, 208, 224]
+    assert compose_config("train", ["model=r50_c4", "input=quickstart"]).input.min_size_test == 192
+    assert compose_config("eval", ["model=r101_c4", "input.min_size_test=600"]).input.min_size_test == 600
 
 
 @pytest.mark.parametrize("solver", group_options("solver"))
-def test_every_solver_config_has_detectron2_keys(solver):
+def test_every_solver_config_builds_its_optimizer_and_schedule(solver):
+    import torch
+
     s = compose_config("train", [f"solver={solver}"]).solver
-    for key in ("max_iter", "base_lr", "ims_per_batch", "steps", "warmup_iters", "checkpoint_period"):
+    for key in ("max_iter", "ims_per_batch", "checkpoint_period", "eval_period", "clip_grad_norm"):
         assert key in s
-    assert list(s.steps) == sorted(s.steps) and s.steps[-1] < s.max_iter
+    steps = list(s.lr_scheduler.steps)
+    assert steps == sorted(steps) and steps[-1] < s.max_iter
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    optimizer = instantiate(s.optimizer)(model)
+    scheduler = instantiate(s.lr_scheduler)(optimizer)
+    assert isinstance(scheduler, WarmupMultiStepLR) and scheduler.steps == steps
+    assert optimizer.param_groups[0]["initial_lr"] == s.optimizer.base_lr
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [s.optimizer.weight_decay,
+                                                                    s.optimizer.weight_decay_norm]
 
 
 def test_every_data_config_composes_and_instantiates(shapes_overrides, tmp_path):
-    from hydra.utils import get_class
-
     from detectres.data.checks import PROBLEM_KINDS
     from detectres.data.datasets.base import DetectionDataset
 
@@ -47,6 +73,10 @@ def test_every_data_config_composes_and_instantiates(shapes_overrides, tmp_path)
         checks = OmegaConf.to_container(cfg.data.checks)
         assert checks.pop("scan") == "exists"
         assert checks == {kind: spec.policies[0] for kind, spec in PROBLEM_KINDS.items()}
+    # VOC 07+12 inherits 07 and changes only the training image sets
+    voc07, voc0712 = (OmegaConf.to_container(compose_config("train", [f"data={d}"]).data) for d in ("voc07", "voc0712"))
+    assert voc0712["train"].pop("image_sets") == ["VOC2007/trainval", "VOC2012/trainval"]
+    assert voc07["train"].pop("image_sets") == ["VOC2007/trainval"] and voc07 == voc0712
     # the ones with files here instantiate for real
     assert len(build_dataset(compose_config("train", ["data=coco8"]), "val")) == 4
     assert len(build_dataset(compose_config("train", shapes_overrides), "train")) == 24
@@ -55,16 +85,21 @@ def test_every_data_config_composes_and_instantiates(shapes_overrides, tmp_path)
         OmegaConf.to_container(custom.data.train, resolve=True, throw_on_missing=True)
 
 
-def test_top_level_configs_compose():
-    needs = {"train": [], "eval": [], "predict": ["checkpoint=x.pth"], "demo": ["input=0"], "benchmark": [],
-             "check_data": [], "train_benchmark": [],
-             "ablation": ["checkpoint=a.pth", "context_checkpoint=b.pth"]}
+TOP_LEVEL = {"train": [], "eval": [], "predict": [], "demo": ["source=0"], "benchmark": [], "check_data": [],
+             "train_benchmark": [], "ablation": ["checkpoint=a.pth", "context_checkpoint=b.pth"]}
+
+
+def test_top_level_configs_compose_with_one_hydra_settings_group():
     names = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(str(CONFIG_DIR / "*.yaml")))
-    assert names == sorted(needs)
+    assert names == sorted(TOP_LEVEL)
     for name in names:
-        cfg = compose_config(name, needs[name])
+        cfg = compose_config(name, TOP_LEVEL[name])
         OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # every value resolves
-        assert "output_dir" in cfg or name in ("demo", "check_data")
+        text = (CONFIG_DIR / f"{name}.yaml").read_text()
+        assert "\nhydra:" not in text and ("- hydra: train" if name == "train" else "- hydra: tool") in text
+        if name != "check_data":  # every tool that runs a model takes its runtime from one node
+            assert set(cfg.runtime) == {"output_dir", "device", "num_threads", "amp", "deterministic",
+                                        "dist_timeout_s"}
 
 
 def test_unknown_key_fails_with_hydra_error():
@@ -78,29 +113,70 @@ def test_overrides_reach_the_model():
     cfg = compose_config("train", ["model=r50_c4", "model.roi_heads.pooler.kind=pool",
                                    "model.rpn.post_nms_topk_test=123", "model.backbone.depth=101"])
     net = build_model(cfg.model, num_classes=3)
-    assert net.roi_heads.pooler.kind == "pool" and net.rpn.post_nms_topk[False] == 123
+    assert net.roi_heads.pooler.kind == "pool" and net.rpn.topk_test == (6000, 123)
     assert len(net.backbone.res4) == 23
 
 
+ADDONS = {"refine": BoxRefinement, "multiscale": MultiScaleTesting, "tta": ImageTTA}
+
+
 @pytest.mark.parametrize("test", group_options("test"))
-def test_every_test_config_instantiates_a_wrapper(test):
-    from hydra.utils import instantiate
-
-    from detectres.modeling.tta import TestTimeDetector
-
+def test_every_test_config_instantiates_typed_addons(test):
     cfg = compose_config("eval", [f"test={test}"])
     model = build_model(cfg.model, num_classes=3)
     wrapper = instantiate(cfg.test)(model=model, min_size=cfg.input.min_size_test, max_size=cfg.input.max_size_test)
     assert isinstance(wrapper, TestTimeDetector)
-    assert (wrapper.refine is not None) == (test in ("refine", "paper"))
-    assert (wrapper.multiscale is not None) == (test in ("multiscale", "paper"))
-    assert (wrapper.tta is not None) == (test == "tta")
+    expected = {"baseline": (), "refine": ("refine",), "multiscale": ("multiscale",), "tta": ("tta",),
+                "paper": ("refine", "multiscale")}[test]
+    for name, cls in ADDONS.items():
+        value = getattr(wrapper, name)
+        assert (isinstance(value, cls) if name in expected else value is None), name
 
 
-def test_reapplied_deletion_removes_the_key():
-    from detectres.config import reapply_overrides
+@pytest.mark.parametrize("name", sorted(ADDONS))
+def test_addon_yaml_shows_the_signature_defaults(name):
+    """The add-ons' defaults live in their signatures; the YAML shows the same values."""
+    node = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "test" / "addon" / f"{name}.yaml"))
+    cls = ADDONS[name]
+    assert node.pop("_target_") == f"{cls.__module__}.{cls.__name__}"
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    assert {k: tuple(v) if isinstance(v, list) else v for k, v in node.items()} == defaults
 
+
+def test_no_get_with_default_on_composed_configs():
+    """Every key a tool reads exists in the YAML, so a renamed key fails loudly instead of defaulting."""
+    import detectres
+
+    root = os.path.dirname(detectres.__file__)
+    offenders = []
+    for path in glob.glob(os.path.join(root, "**", "*.py"), recursive=True):
+        for i, line in enumerate(open(path), 1):
+            if "cfg" in line and ".get(" in line.split("cfg", 1)[1]:
+                offenders.append(f"{os.path.relpath(path, root)}:{i}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_carried_overrides_replace_set_and_delete():
     base = OmegaConf.create({"data": {"evaluator": {"_target_": "x.VOCEvaluator", "metric": "area"}}, "seed": 1})
-    composed = OmegaConf.create({"data": {"evaluator": {"_target_": "x.COCOEvaluator"}}, "seed": 1})
-    out = reapply_overrides(base, composed, ["data.evaluator._target_=x.COCOEvaluator", "~data.evaluator.metric"])
-    assert OmegaConf.to_container(out.data.evaluator) == {"_target_": "x.COCOEvaluator"}
+    composed = OmegaConf.create({"data": {"evaluator": {"_target_": "x.COCOEvaluator"}}, "seed": 5})
+    out = carry_overrides(base, composed, ["data.evaluator._target_=x.COCOEvaluator", "~data.evaluator.metric",
+                                           "seed=5"])
+    assert OmegaConf.to_container(out) == {"data": {"evaluator": {"_target_": "x.COCOEvaluator"}}, "seed": 5}
+
+
+def test_a_format_1_checkpoint_config_upgrades_and_builds():
+    """Checkpoints written before the backbone supplied the stride kept it in the config."""
+    from detectres.weights.restore import upgrade_stored_config
+
+    old = OmegaConf.to_container(compose_config("train", ["model=quickstart"]), resolve=False)
+    old.pop("config_format", None)
+    old["model"]["rpn"]["anchor_generator"].pop("_partial_")
+    old["model"]["rpn"]["anchor_generator"]["stride"] = 16
+    old["model"]["roi_heads"]["pooler"].pop("_partial_")
+    old["model"]["roi_heads"]["pooler"]["spatial_scale"] = 0.0625
+    del old["data"]["class_names"]
+    new = upgrade_stored_config(old)
+    net = build_model(OmegaConf.create(new["model"]), num_classes=3)
+    assert net.rpn.anchor_generator.stride == 16 and new["data"]["class_names"] is None
+    assert "stride" in old["model"]["rpn"]["anchor_generator"]  # the stored dict itself is left as read
+    assert inspect.signature(type(net.roi_heads.pooler)).parameters["spatial_scale"].default is inspect.Parameter.empty

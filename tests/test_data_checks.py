@@ -11,7 +11,7 @@ import pytest
 from detectres.config import compose_config
 from detectres.data.checks import PROBLEM_KINDS, DataCheckError, resolve_policies, scan_level
 from detectres.data.datasets.coco import COCODataset
-from detectres.engine.launch import train_from_config
+from detectres.apps.train import train
 
 NAMES = ["a.png", "b.png", "c.png", "d.png"]
 
@@ -44,8 +44,8 @@ def train_overrides(img_dir, ann, out, *extra):
     return ["data=custom", f"data.train.image_dir={img_dir}", f"data.train.ann_file={ann}",
             f"data.val.image_dir={img_dir}", f"data.val.ann_file={ann}", "data.num_workers=0",
             "input.min_size_train=[48]", "input.max_size_train=64", "input.min_size_test=48", "input.max_size_test=64",
-            f"output_dir={out}", "solver.ims_per_batch=2", "solver.max_iter=2", "solver.warmup_iters=1",
-            "solver.steps=[1]", "vis_images=0", "num_threads=1", *extra]
+            f"runtime.output_dir={out}", "solver.ims_per_batch=2", "solver.max_iter=2", "solver.lr_scheduler.warmup_iters=1",
+            "solver.lr_scheduler.steps=[1]", "vis_images=0", "runtime.num_threads=1", *extra]
 
 
 def corrupt(path):
@@ -116,7 +116,7 @@ def test_problem_is_reported_handled_and_training_continues(tmp_path, kind, chan
     assert len(ds) == images and len(ds.coco.anns) == anns  # the rest is kept
     assert len({a["id"] for a in ds.coco.dataset["annotations"]}) == anns  # ids unique for COCOeval
     assert kind in ds.report.summary()
-    results = train_from_config(compose_config("train", train_overrides(
+    results = train(compose_config("train", train_overrides(
         img_dir, ann, tmp_path / "out", *[f"data.checks.{k}={v}" for k, v in checks.items()])))
     assert "AP50" in results and os.path.isfile(tmp_path / "out" / "model_final.pth")
 
@@ -146,7 +146,7 @@ def test_fatal_policy_stops_before_the_first_iteration(tmp_path):
     cfg = compose_config("train", train_overrides(img_dir, ann, out, "data.checks.box_outside_image=fail",
                                                   "data.checks.unknown_category=fail"))
     with pytest.raises(DataCheckError) as err:
-        train_from_config(cfg)
+        train(cfg)
     message = str(err.value)
     assert "2 problem(s) with policy 'fail'" in message
     assert "annotation id 5" in message and "annotation id 7" in message and "ann.json" in message
@@ -187,7 +187,7 @@ def test_image_that_fails_during_training_is_skipped_and_counted(tmp_path, caplo
 
     out = tmp_path / "out"
     overrides = [o if o != "vis_images=0" else "vis_images=4" for o in train_overrides(img_dir, ann, out)]
-    results = train_from_config(compose_config("train", [*overrides, "solver.max_iter=4"]))
+    results = train(compose_config("train", [*overrides, "solver.max_iter=4"]))
     assert os.path.isfile(out / "model_final.pth")
     assert results["skipped_images"] == 1  # the evaluation left it out
     assert sorted(os.listdir(out / "vis")) == ["a.jpg", "c.jpg", "d.jpg"]  # drawing skips it too

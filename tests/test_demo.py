@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
+from detectres.apps.demo.pipeline import ModelStage, Overlay, Pipeline, filter_prediction
+from detectres.apps.demo.sources import Frame
+from detectres.apps.train import train
 from detectres.config import PROJECT_ROOT, compose_config
-from detectres.engine.launch import train_from_config
-from detectres.utils.pipeline import run_pipeline
-from detectres.utils.video import Frame
 
 SIZE = 160
 BOX = 44
@@ -75,12 +75,12 @@ def checkpoint(tmp_path_factory):
     (root / "ann.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
     d = {"image_dir": root / "imgs", "ann_file": root / "ann.json"}
     out = root / "run"
-    train_from_config(compose_config("train", [
+    train(compose_config("train", [
         "data=custom", f"data.train.image_dir={d['image_dir']}", f"data.train.ann_file={d['ann_file']}",
         f"data.val.image_dir={d['image_dir']}", f"data.val.ann_file={d['ann_file']}", "data.num_workers=0",
-        f"output_dir={out}", "solver.max_iter=150", "solver.steps=[120]", "solver.warmup_iters=20",
-        "solver.ims_per_batch=4", f"input.min_size_train=[{SIZE}]", f"input.min_size_test={SIZE}", "vis_images=0",
-        "num_threads=2", "solver.checkpoint_period=0"]))
+        f"runtime.output_dir={out}", "solver.max_iter=150", "solver.lr_scheduler.steps=[120]",
+        "solver.lr_scheduler.warmup_iters=20", "solver.ims_per_batch=4", f"input.min_size_train=[{SIZE}]", f"input.min_size_test={SIZE}", "vis_images=0",
+        "runtime.num_threads=2", "solver.checkpoint_period=0"]))
     return str(out / "model_final.pth")
 
 
@@ -101,7 +101,7 @@ def perimeter_change(out: np.ndarray, ref: np.ndarray, box: list[int], band: int
 def test_video_frames_in_order_with_boxes_on_the_shapes(checkpoint, tmp_path):
     src, dst = tmp_path / "moving.avi", tmp_path / "annotated.avi"
     write_video(src, 30)
-    res = run_demo(f"checkpoint={checkpoint}", f"input={src}", f"output={dst}", "display=false")
+    res = run_demo(f"checkpoint={checkpoint}", f"source={src}", f"output={dst}", "display=false")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "processed 30 frames" in res.stdout and "FPS end to end" in res.stdout
     frames, fps = read_video(dst)
@@ -123,10 +123,15 @@ def test_image_folder_skips_and_counts_undecodable_frames(checkpoint, tmp_path):
         cv2.imwrite(str(folder / f"{i:03d}.png"), scene(i)[0])
     (folder / "001b.png").write_bytes(b"\x89PNG broken")
     out = tmp_path / "out"
-    res = run_demo(f"checkpoint={checkpoint}", f"input={folder}", f"output={out}", "display=false")
+    res = run_demo(f"checkpoint={checkpoint}", f"source={folder}", f"output={out}", "display=false")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "processed 3 frames, 1 skipped (undecodable: 001b.png)" in res.stdout
     assert sorted(os.listdir(out)) == ["000.jpg", "001.jpg", "002.jpg"]
+    # the same through a model config plus weights (the restore path without a stored config)
+    res = run_demo("model=quickstart", f"model.weights={checkpoint}", f"source={folder}", f"output={tmp_path / 'o2'}",
+                   "display=false")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "processed 3 frames, 1 skipped" in res.stdout and len(os.listdir(tmp_path / "o2")) == 3
 
 
 def test_undecodable_video_frame_is_skipped_and_counted(checkpoint, tmp_path):
@@ -137,7 +142,7 @@ def test_undecodable_video_frame_is_skipped_and_counted(checkpoint, tmp_path):
     assert len(jpeg_starts) == 12  # MJPG: one JPEG per frame
     data[jpeg_starts[5] + 2:jpeg_starts[5] + 600] = bytes(598)  # wipe frame 5's JPEG header and data
     src.write_bytes(bytes(data))
-    res = run_demo(f"checkpoint={checkpoint}", f"input={src}", f"output={dst}", "display=false")
+    res = run_demo(f"checkpoint={checkpoint}", f"source={src}", f"output={dst}", "display=false")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "processed 11 frames, 1 skipped (undecodable: corrupt_000005)" in res.stdout
     frames, _ = read_video(dst)
@@ -150,7 +155,7 @@ def test_undecodable_video_frame_is_skipped_and_counted(checkpoint, tmp_path):
     (lambda p: "97", "demo: error: cannot open camera 97"),
 ])
 def test_errors_are_one_clear_line(tmp_path, make_input, message):
-    res = run_demo("checkpoint=unused.pth", f"input={make_input(tmp_path)}", f"output={tmp_path / 'o.avi'}",
+    res = run_demo("checkpoint=unused.pth", f"source={make_input(tmp_path)}", f"output={tmp_path / 'o.avi'}",
                    "display=false")
     assert res.returncode == 1
     assert res.stderr.strip().splitlines() == [res.stderr.strip()] and res.stderr.startswith(message), res.stderr
@@ -159,7 +164,7 @@ def test_errors_are_one_clear_line(tmp_path, make_input, message):
 def test_sigterm_finalises_a_playable_video(checkpoint, tmp_path):
     src, dst = tmp_path / "long.avi", tmp_path / "partial.avi"
     write_video(src, 3000)
-    proc = subprocess.Popen([sys.executable, DEMO, f"checkpoint={checkpoint}", f"input={src}", f"output={dst}",
+    proc = subprocess.Popen([sys.executable, DEMO, f"checkpoint={checkpoint}", f"source={src}", f"output={dst}",
                              "display=false"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     deadline = time.time() + 60
     while time.time() < deadline and (not dst.exists() or dst.stat().st_size < 200_000):
@@ -193,10 +198,9 @@ def test_pipeline_order_filter_and_max_frames():
 
     frames = (Frame(i, np.zeros((20, 20, 3), np.uint8), str(i)) for i in range(1000))
     kept = []
-    stats = run_pipeline(frames, lambda im: kept.append(1) or predict(im), [SlowSink()], class_names=["a", "b"],
-                         keep_labels={1}, max_frames=50, queue_size=2)
+    model = ModelStage(lambda im: kept.append(1) or predict(im), keep_labels={1})
+    stats = Pipeline(frames, model, [SlowSink()], overlay=Overlay(["a", "b"]), max_frames=50, queue_size=2).run()
     assert written == [*range(50), "closed"] and stats.processed == 50 and stats.read == 50
-    from detectres.utils.pipeline import filter_prediction
 
     filtered = filter_prediction(predict(None), {1})
     assert filtered["labels"].tolist() == [1] and filtered["class_names"] == ["b"]

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from detectres import Detector
-from detectres.config import build_model, compose_config
+from detectres.config import compose_config
+from detectres.modeling.build import build_model
 
 
 def tiny_model(num_classes=3, overrides=()):
@@ -68,7 +69,7 @@ def test_inference_output_and_mapping_to_original_size():
     model.roi_heads.score_thresh = 0.0
     item = make_item(h=96, w=128)
     item["height"], item["width"] = 192, 256  # the original was twice as large
-    out = model([item])[0]
+    out = model.inference([item])[0]
     assert set(out) == {"pred_boxes", "scores", "pred_classes"}
     assert out["pred_boxes"].shape[1] == 4 and len(out["scores"]) == len(out["pred_classes"]) > 0
     boxes = out["pred_boxes"]
@@ -83,16 +84,16 @@ def test_predict_api_maps_boxes_to_original_pixels(tmp_path):
     image = np.zeros((240, 320, 3), np.uint8)  # resized to 96x128 inside predict
     captured = {}
 
-    def fake_forward(inputs):
+    def fake_inference(inputs):
         captured["hw"] = tuple(inputs[0]["image"].shape[1:])
         # a detection covering the middle of the *resized* image
-        from detectres.modeling.detector import postprocess
+        from detectres.modeling.postprocessing import detector_postprocess
 
         r = {"pred_boxes": torch.tensor([[32.0, 24.0, 96.0, 72.0]]), "scores": torch.tensor([0.9]),
              "pred_classes": torch.tensor([2])}
-        return [postprocess(r, inputs[0], captured["hw"])]
+        return [detector_postprocess(r, inputs[0], captured["hw"])]
 
-    det.model.forward = fake_forward
+    det.model.inference = fake_inference
     out = det.predict(image)
     assert captured["hw"] == (96, 128)
     assert set(out) == {"boxes", "scores", "labels", "class_names"}
@@ -112,3 +113,17 @@ def test_detector_from_config_real_forward():
     assert out["boxes"][:, 2].max() <= 200 and out["boxes"][:, 3].max() <= 150
     with pytest.raises(Exception, match="score_threshold"):
         Detector.from_config("quickstart", class_names=["a"], overrides=["model.roi_heads.score_threshold=0.1"])
+
+
+def test_training_and_inference_return_one_type_each_in_any_mode():
+    """forward is the training computation (losses) and inference gives detections, whatever the mode."""
+    model, _ = tiny_model()
+    item = make_item()
+    for mode in (True, False):
+        model.train(mode)
+        losses = model([item])
+        assert isinstance(losses, dict) and set(losses) == {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg"}
+        detections = model.inference([item])
+        assert isinstance(detections, list) and set(detections[0]) == {"pred_boxes", "scores", "pred_classes"}
+    with pytest.raises(ValueError, match=r"needs gt_boxes and gt_classes; inputs \[0\] have none .*inference"):
+        model([{"image": item["image"]}])

@@ -3,7 +3,6 @@
 The reference (tests/fixtures/detectron2, made with Detectron2 itself; see its README) used weights
 from make_weights.py (seed 0, RPN output std 0.01), POST_NMS_TOPK_TEST=300, SCORE_THRESH_TEST=0.0.
 """
-import importlib.util
 import os
 import pickle
 
@@ -13,25 +12,14 @@ import pytest
 import torch
 
 from detectres import Detector
-from detectres.config import build_model, compose_config
+from detectres.config import compose_config
+from detectres.modeling.build import build_model
 from detectres.weights import read_weights, load_weights_into
 from detectres.weights.detectron2 import rename_detectron2_key
 
-FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "detectron2")
+from detectron2_weights import FIXTURE, detectron2_state, write_model_zoo_pkl
+
 OVERRIDES = ["model.rpn.post_nms_topk_test=300", "model.roi_heads.score_thresh=0.0"]
-
-
-def make_weights_module():
-    spec = importlib.util.spec_from_file_location("make_weights", os.path.join(FIXTURE, "make_weights.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def detectron2_state(seed=0, schema=None):
-    mw = make_weights_module()
-    schema = schema or mw.load_schema(os.path.join(FIXTURE, "schema_R50_C4.json"))
-    return mw.make_state_dict(schema, seed, rpn_head_std=0.01, verbose=False)
 
 
 def rel_err(got, ref):
@@ -58,11 +46,7 @@ def match_proposals(ref_boxes, boxes):
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     """Detectron2-named weights written as a model-zoo style .pkl (numpy arrays) and read back."""
-    path = tmp_path_factory.mktemp("d2") / "model_final_fixture.pkl"
-    state = {k: v.numpy() for k, v in detectron2_state().items()}
-    with open(path, "wb") as f:
-        pickle.dump({"model": state, "__author__": "fixture"}, f)
-    return str(path)
+    return write_model_zoo_pkl(tmp_path_factory.mktemp("d2") / "model_final_fixture.pkl")
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +70,12 @@ def run_staged(converted: str):
         feats = model.backbone(images.tensor)
         out["res4"] = feats
         out["rpn_logits"], out["rpn_deltas"] = model.rpn.head(feats)
-        boxes, logits, _ = model.rpn(feats, images.image_sizes)
+        boxes, logits = model.rpn.proposals_with_logits(feats, images.image_sizes)
         out["proposals"], out["proposal_logits"] = boxes[0], logits[0]
         out["match"] = match_proposals(ref["proposal_boxes"], boxes[0])
-        out["box_features"] = model.roi_heads.box_features(feats, boxes)
+        out["box_features"] = model.roi_heads.box_features(feats, boxes, images.image_sizes)
         out["cls"], out["deltas"] = model.roi_heads.box_predictor(out["box_features"])
-        out["detections"] = model(inputs)[0]
+        out["detections"] = model.inference(inputs)[0]
     return out, ref
 
 
@@ -180,7 +164,7 @@ def test_r101_weights_of_the_same_family_convert_and_run(tmp_path):
     with torch.no_grad():
         images = model.preprocess([{"image": small}])
         feats = model.backbone(images.tensor)
-        boxes, _, _ = model.rpn(feats, images.image_sizes)
+        boxes = model.rpn.inference(feats, images.image_sizes)
     assert feats.shape[-2:] == (25, 34) and 1.0 < float(feats.std()) < 10.0  # sane activations, like the R50 fixture
     wh = boxes[0][:, 2:] - boxes[0][:, :2]
     real = (wh > 1).all(dim=1).float().mean()

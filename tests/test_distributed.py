@@ -11,8 +11,8 @@ import torch
 
 from detectres.config import PROJECT_ROOT, compose_config
 from detectres.data.samplers import InferenceSampler, TrainingBatchSampler
-from detectres.engine.checkpoint import load_checkpoint
-from detectres.engine.launch import train_from_config
+from detectres.utils.file_io import load_checkpoint
+from detectres.apps.train import train
 from detectres.engine.trainer import NonFiniteLossError
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -29,7 +29,7 @@ def free_port() -> int:
 def small(shapes_overrides):
     """The tiny shapes set at one size (every image 128x128, so batches pad alike however they are split)."""
     return [*shapes_overrides, "input.min_size_train=[128]", "input.max_size_train=128", "input.min_size_test=128",
-            "input.max_size_test=128", "solver.warmup_iters=1", "vis_images=0", "num_threads=1", "log_period=1"]
+            "input.max_size_test=128", "solver.lr_scheduler.warmup_iters=1", "vis_images=0", "runtime.num_threads=1", "log_period=1"]
 
 
 def final_weights(out) -> dict:
@@ -66,13 +66,13 @@ def test_batch_sampler_splits_global_batches_across_ranks_and_resumes():
 
 
 def test_two_ranks_end_with_the_parameters_of_one_process_with_twice_the_batch(small, tmp_path):
-    common = [*small, "model.backbone.norm=FrozenBN", "solver.max_iter=3", "solver.steps=[2]"]
+    common = [*small, "model.backbone.norm=FrozenBN", "solver.max_iter=3", "solver.lr_scheduler.steps=[2]"]
     two = run(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), TRAIN,
-               *common, "solver.ims_per_batch=4", f"output_dir={tmp_path / 'two'}"])
+               *common, "solver.ims_per_batch=4", f"runtime.output_dir={tmp_path / 'two'}"])
     assert two.returncode == 0, two.stderr[-3000:]
-    one = run([TRAIN, *common, "solver.ims_per_batch=4", f"output_dir={tmp_path / 'one'}"])
+    one = run([TRAIN, *common, "solver.ims_per_batch=4", f"runtime.output_dir={tmp_path / 'one'}"])
     assert one.returncode == 0, one.stderr[-3000:]
-    half = run([TRAIN, *common, "solver.ims_per_batch=2", f"output_dir={tmp_path / 'half'}"])
+    half = run([TRAIN, *common, "solver.ims_per_batch=2", f"runtime.output_dir={tmp_path / 'half'}"])
     assert half.returncode == 0, half.stderr[-3000:]
     difference = max_difference(final_weights(tmp_path / "two"), final_weights(tmp_path / "one"))
     print(f"two ranks x 2 images vs one process x 4 images: max |difference| {difference:.3g}")
@@ -92,12 +92,12 @@ def _seconds(out) -> str:
 
 
 def test_sigkill_then_resume_ends_with_the_weights_of_an_unbroken_run(small, tmp_path):
-    common = [TRAIN, *small, "deterministic=true", "solver.ims_per_batch=2", "solver.max_iter=24", "solver.steps=[16]",
+    common = [TRAIN, *small, "runtime.deterministic=true", "solver.ims_per_batch=2", "solver.max_iter=24", "solver.lr_scheduler.steps=[16]",
               "solver.checkpoint_period=2"]
-    unbroken = run([*common, f"output_dir={tmp_path / 'unbroken'}"])
+    unbroken = run([*common, f"runtime.output_dir={tmp_path / 'unbroken'}"])
     assert unbroken.returncode == 0, unbroken.stderr[-3000:]
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, *common, f"output_dir={out}"], env=ENV, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, *common, f"runtime.output_dir={out}"], env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (out / "model_0000002.pth").exists() and proc.poll() is None and time.time() < deadline:
@@ -106,7 +106,7 @@ def test_sigkill_then_resume_ends_with_the_weights_of_an_unbroken_run(small, tmp
     proc.wait()
     assert proc.returncode == -signal.SIGKILL and not (out / "model_final.pth").exists()
     killed_at = open(out / "last_checkpoint").read().strip()
-    resumed = run([*common, f"output_dir={out}", "resume=true"])
+    resumed = run([*common, f"runtime.output_dir={out}", "resume=true"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from {out / killed_at}" in resumed.stdout + resumed.stderr
     difference = max_difference(final_weights(out), final_weights(tmp_path / "unbroken"))
@@ -118,7 +118,7 @@ def test_nan_loss_names_iteration_and_terms_and_can_skip(small, tmp_path, monkey
     from detectres.modeling.roi_heads.res5_head import Res5ROIHeads
 
     calls = {"n": 0}
-    original = Res5ROIHeads.losses
+    original = Res5ROIHeads.forward
 
     def poisoned(self, *args, **kwargs):
         calls["n"] += 1
@@ -127,17 +127,17 @@ def test_nan_loss_names_iteration_and_terms_and_can_skip(small, tmp_path, monkey
             losses["loss_cls"] = losses["loss_cls"] * float("nan")
         return losses
 
-    monkeypatch.setattr(Res5ROIHeads, "losses", poisoned)
-    common = [*small, "solver.ims_per_batch=2", "solver.max_iter=6", "solver.steps=[5]", "solver.checkpoint_period=2"]
+    monkeypatch.setattr(Res5ROIHeads, "forward", poisoned)
+    common = [*small, "solver.ims_per_batch=2", "solver.max_iter=6", "solver.lr_scheduler.steps=[5]", "solver.checkpoint_period=2"]
     with pytest.raises(NonFiniteLossError, match=r"at iteration 2: loss_rpn_cls=[\d.]+, loss_rpn_loc=[\d.]+, "
                                                  r"loss_cls=nan, loss_box_reg=[\d.]+, total_loss=nan") as err:
-        train_from_config(compose_config("train", [*common, f"output_dir={tmp_path / 'stop'}"]))
+        train(compose_config("train", [*common, f"runtime.output_dir={tmp_path / 'stop'}"]))
     assert "solver.max_nonfinite_steps" in str(err.value)
     kept = load_checkpoint(str(tmp_path / "stop" / "model_0000002.pth"))
     assert kept["iteration"] == 1 and open(tmp_path / "stop" / "last_checkpoint").read() == "model_0000002.pth"
     calls["n"] = 0
-    results = train_from_config(compose_config("train", [*common, "solver.max_nonfinite_steps=2",
-                                                         f"output_dir={tmp_path / 'skip'}"]))
+    results = train(compose_config("train", [*common, "solver.max_nonfinite_steps=2",
+                                                         f"runtime.output_dir={tmp_path / 'skip'}"]))
     weights = final_weights(tmp_path / "skip")
     assert "AP50" in results and all(torch.isfinite(v).all() for v in weights.values())
 
@@ -145,22 +145,22 @@ def test_nan_loss_names_iteration_and_terms_and_can_skip(small, tmp_path, monkey
 INJECT_NAN = """
 import runpy, sys
 from detectres.modeling.roi_heads.res5_head import Res5ROIHeads
-original, calls = Res5ROIHeads.losses, [0]
+original, calls = Res5ROIHeads.forward, [0]
 def poisoned(self, *args, **kwargs):
     calls[0] += 1
     losses = original(self, *args, **kwargs)
     if calls[0] == 4:  # iteration 3
         losses["loss_box_reg"] = losses["loss_box_reg"] + float("inf")
     return losses
-Res5ROIHeads.losses = poisoned
+Res5ROIHeads.forward = poisoned
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
 def test_injected_nan_loss_stops_the_tool_with_exit_1_and_the_checkpoint_kept(small, tmp_path):
-    proc = run(["-c", INJECT_NAN, TRAIN, *small, "solver.ims_per_batch=2", "solver.max_iter=8", "solver.steps=[6]",
-                "solver.checkpoint_period=2", f"output_dir={tmp_path}"])
+    proc = run(["-c", INJECT_NAN, TRAIN, *small, "solver.ims_per_batch=2", "solver.max_iter=8", "solver.lr_scheduler.steps=[6]",
+                "solver.checkpoint_period=2", f"runtime.output_dir={tmp_path}"])
     assert proc.returncode == 1
     assert "loss became non-finite at iteration 3: " in proc.stderr and "loss_box_reg=inf" in proc.stderr
     assert open(tmp_path / "last_checkpoint").read() == "model_0000002.pth"
@@ -170,8 +170,8 @@ def test_injected_nan_loss_stops_the_tool_with_exit_1_and_the_checkpoint_kept(sm
 
 def test_diverging_run_exits_non_zero_keeping_the_last_good_checkpoint(small, tmp_path):
     # the learning rate jumps by 1e12 after iteration 4, and the loss blows up
-    proc = run([TRAIN, *small, "solver.ims_per_batch=2", "solver.max_iter=30", "solver.steps=[4]",
-                "solver.gamma=1e12", "solver.checkpoint_period=2", f"output_dir={tmp_path}"])
+    proc = run([TRAIN, *small, "solver.ims_per_batch=2", "solver.max_iter=30", "solver.lr_scheduler.steps=[4]",
+                "solver.lr_scheduler.gamma=1e12", "solver.checkpoint_period=2", f"runtime.output_dir={tmp_path}"])
     assert proc.returncode == 1
     message = proc.stderr + proc.stdout
     assert "became non-finite" in message, message[-3000:]  # the loss, or the weights before a checkpoint
@@ -189,7 +189,7 @@ def test_a_dead_rank_makes_the_other_exit_non_zero(small, tmp_path):
                "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2"}
         procs.append(subprocess.Popen(
             [sys.executable, TRAIN, *small, "model.backbone.norm=FrozenBN", "solver.ims_per_batch=4",
-             "solver.max_iter=100000", "solver.steps=[99999]", f"dist_timeout_s={timeout}", f"output_dir={tmp_path}"],
+             "solver.max_iter=100000", "solver.lr_scheduler.steps=[99999]", f"runtime.dist_timeout_s={timeout}", f"runtime.output_dir={tmp_path}"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
     deadline = time.time() + 120
     while not (tmp_path / "metrics.jsonl").exists() and time.time() < deadline:  # both are training

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from detectres.config import compose_config
-from detectres.engine.checkpoint import Checkpointer, atomic_torch_save, load_checkpoint
-from detectres.engine.launch import train_from_config
+from detectres.engine.checkpoint import Checkpointer
+from detectres.utils.file_io import atomic_torch_save, load_checkpoint
+from detectres.apps.train import train
 from detectres.engine.solver import WarmupMultiStepLR, build_optimizer, warmup_multistep_factor
 
 
@@ -70,10 +71,10 @@ def read_metrics(path):
 
 def test_train_evaluate_and_resume(tmp_path, shapes_overrides):
     out = str(tmp_path / "run")
-    common = [*shapes_overrides, f"output_dir={out}", "solver.ims_per_batch=2", "solver.max_iter=4",
-              "solver.steps=[2]", "solver.warmup_iters=1", "solver.checkpoint_period=2", "log_period=1",
-              "vis_images=1", "num_threads=1"]
-    results = train_from_config(compose_config("train", common))
+    common = [*shapes_overrides, f"runtime.output_dir={out}", "solver.ims_per_batch=2", "solver.max_iter=4",
+              "solver.lr_scheduler.steps=[2]", "solver.lr_scheduler.warmup_iters=1", "solver.checkpoint_period=2", "log_period=1",
+              "vis_images=1", "runtime.num_threads=1"]
+    results = train(compose_config("train", common))
     for key in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
         assert key in results
     assert set(json.load(open(os.path.join(out, "eval.json")))["per_class"]) == {"circle", "rectangle", "triangle"}
@@ -91,7 +92,7 @@ def test_train_evaluate_and_resume(tmp_path, shapes_overrides):
     with open(os.path.join(out, "last_checkpoint"), "w") as f:
         f.write("model_0000002.pth")
     os.remove(os.path.join(out, "metrics.jsonl"))
-    train_from_config(compose_config("train", [*common, "resume=true"]))
+    train(compose_config("train", [*common, "resume=true"]))
     resumed = {m["iteration"]: m for m in read_metrics(os.path.join(out, "metrics.jsonl")) if "lr" in m}
     assert sorted(resumed) == [2, 3]  # continued at the saved iteration, not from 0
     for it in (2, 3):

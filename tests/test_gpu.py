@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from detectres import Detector
-from detectres.config import build_model, compose_config
+from detectres.config import compose_config
+from detectres.modeling.build import build_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -29,7 +30,7 @@ def test_cuda_detections_match_cpu_and_fp16_runs():
     out = gpu.predict(image)
     assert len(out["scores"]) == len(ref["scores"])
     np.testing.assert_allclose(out["scores"], ref["scores"], atol=1e-3)
-    gpu.amp, gpu.amp_dtype = True, torch.float16
+    gpu.amp = "fp16"
     half = gpu.predict(image)
     assert half["boxes"].dtype == np.float32 and np.isfinite(half["boxes"]).all()
 

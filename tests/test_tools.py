@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
+from detectres.apps.train import train
 from detectres.config import PROJECT_ROOT, compose_config
-from detectres.engine.launch import train_from_config
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -20,17 +20,17 @@ def run_tool(script, *args):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, shapes_overrides):
     out = str(tmp_path_factory.mktemp("trained"))
-    train_from_config(compose_config("train", [*shapes_overrides, f"output_dir={out}", "solver.ims_per_batch=2",
-                                               "solver.max_iter=2", "solver.warmup_iters=1", "solver.steps=[1]",
-                                               "vis_images=0", "num_threads=1"]))
+    train(compose_config("train", [*shapes_overrides, f"runtime.output_dir={out}", "solver.ims_per_batch=2",
+                                               "solver.max_iter=2", "solver.lr_scheduler.warmup_iters=1", "solver.lr_scheduler.steps=[1]",
+                                               "vis_images=0", "runtime.num_threads=1"]))
     return out
 
 
 def test_test_net_rebuilds_from_checkpoint_alone(trained, tmp_path):
     ckpt = os.path.join(trained, "model_final.pth")
-    res = run_tool("test_net.py", f"checkpoint={ckpt}", f"output_dir={tmp_path}",
+    res = run_tool("test_net.py", f"checkpoint={ckpt}", f"runtime.output_dir={tmp_path}",
                    "model.roi_heads.score_thresh=0.0",
-                   "model.roi_heads.detections_per_image=7", "num_threads=1")
+                   "model.roi_heads.detections_per_image=7", "runtime.num_threads=1")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "Average Precision  (AP) @[ IoU=0.50      | area=   all | maxDets=100 ]" in res.stdout
     assert "Per-category bbox AP" in res.stdout
@@ -53,22 +53,23 @@ def test_test_net_errors_are_clear(tmp_path):
 
 def test_predict_writes_images(trained, tmp_path):
     ckpt = os.path.join(trained, "model_final.pth")
-    res = run_tool("predict.py", f"checkpoint={ckpt}", f"output_dir={tmp_path}", "max_images=2", "score_thresh=0.0")
+    res = run_tool("predict.py", f"checkpoint={ckpt}", f"runtime.output_dir={tmp_path}", "max_images=2", "score_thresh=0.0")
     assert res.returncode == 0, res.stderr[-2000:]
     written = sorted(os.listdir(tmp_path))
     assert written == ["000000.jpg", "000001.jpg"]
-    res = run_tool("predict.py", f"checkpoint={ckpt}", f"input={tmp_path / 'nope.png'}")
+    res = run_tool("predict.py", f"checkpoint={ckpt}", f"source={tmp_path / 'nope.png'}")
     assert res.returncode != 0 and "input not found" in res.stderr
 
 
 def test_ablation_table_rows_and_columns(trained, tmp_path):
-    from detectres.evaluation.ablation import multiscale_overrides, run_ablation
+    from detectres.apps.ablation import multiscale_overrides, run_ablation
 
     ckpt = os.path.join(trained, "model_final.pth")
     ms = multiscale_overrides(ckpt, "multiscale")
-    # quickstart: test size 192 -> scales 64..320 around it, canonical RoI 8 / (1/16) = 128 px
-    assert "test.multiscale.scales=[64, 128, 192, 256, 320]" in ms and "test.multiscale.canonical_size=128" in ms
-    results = run_ablation(ckpt, ckpt, str(tmp_path), ["num_threads=1"])
+    # quickstart: test size 192 -> scales 64..320 around it; the canonical RoI is the model's 8 x 16 = 128 px
+    assert "test.multiscale.scales=[64, 128, 192, 256, 320]" in ms and "test.multiscale.canonical_size=null" in ms
+    results = run_ablation(compose_config("ablation", [f"checkpoint={ckpt}", f"context_checkpoint={ckpt}",
+                                                       f"runtime.output_dir={tmp_path}", "runtime.num_threads=1"]))
     assert list(results) == ["baseline", "+refinement", "+context", "+multi-scale", "+all"]
     table = (tmp_path / "ablation.md").read_text().splitlines()
     assert table[0] == "| test | AP | AP50 | AP75 | s/image |" and len(table) == 7
@@ -76,23 +77,23 @@ def test_ablation_table_rows_and_columns(trained, tmp_path):
 
 
 def test_ensemble_of_a_model_with_itself_scores_like_the_model(trained, tmp_path):
-    from detectres.engine.launch import evaluate_from_config
+    from detectres.apps.evaluate import evaluate
 
     ckpt = os.path.join(trained, "model_final.pth")
-    base = [f"checkpoint={ckpt}", "num_threads=1", "model.roi_heads.score_thresh=0.0"]
-    single = evaluate_from_config(compose_config("eval", [*base, f"output_dir={tmp_path / 'a'}"]), base)
-    over = [*base, f"ensemble=[{ckpt}]", f"output_dir={tmp_path / 'b'}"]
-    both = evaluate_from_config(compose_config("eval", over), over)
+    base = [f"checkpoint={ckpt}", "runtime.num_threads=1", "model.roi_heads.score_thresh=0.0"]
+    single = evaluate(compose_config("eval", [*base, f"runtime.output_dir={tmp_path / 'a'}"]), base)
+    over = [*base, f"ensemble=[{ckpt}]", f"runtime.output_dir={tmp_path / 'b'}"]
+    both = evaluate(compose_config("eval", over), over)
     for key in ("AP", "AP50", "AP75"):
         assert both[key] == pytest.approx(single[key], abs=0.05)
     with pytest.raises(ValueError, match="test=baseline only"):
         over = [*base, f"ensemble=[{ckpt}]", "test=refine"]
-        evaluate_from_config(compose_config("eval", over), over)
+        evaluate(compose_config("eval", over), over)
 
 
 def test_train_benchmark_reports_each_precision(tmp_path):
     proc = run_tool("train_benchmark.py", "model=quickstart", "min_size=96", "max_size=128", "iters=2", "warmup=1",
-                    "modes=[fp32,bf16]", "num_threads=1", f"output_dir={tmp_path}")
+                    "modes=[fp32,bf16]", "runtime.num_threads=1", f"runtime.output_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     figures = json.load(open(tmp_path / "train_benchmark.json"))
     assert figures["device"] == "cpu" and figures["batch"] == 2

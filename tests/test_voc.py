@@ -13,10 +13,11 @@ import pytest
 import torch
 from pycocotools.cocoeval import COCOeval
 
+from detectres.apps.evaluate import evaluate
+from detectres.apps.train import train
 from detectres.config import PROJECT_ROOT, compose_config
 from detectres.data.datasets.base import coco_index
 from detectres.data.datasets.voc import VOC_CLASSES, VOCDataset
-from detectres.engine.launch import evaluate_from_config, train_from_config
 from detectres.evaluation.voc import VOCEvaluator, average_precision, point_interpolated_ap, precision_recall
 
 # (image id, [(name, xmin, ymin, xmax, ymax, difficult)]) in VOC's 1-based inclusive pixels
@@ -107,16 +108,16 @@ def test_voc_trains_and_evaluates_with_both_metrics(voc_root, tmp_path):
     out = tmp_path / "run"
     common = ["data=voc07", f"data.root={voc_root}", "data.num_workers=0", "input.min_size_train=[48]",
               "input.max_size_train=64", "input.min_size_test=48", "input.max_size_test=64", "solver.ims_per_batch=2",
-              "solver.max_iter=3", "solver.warmup_iters=1", "solver.steps=[2]", "vis_images=0", "num_threads=1"]
-    results = train_from_config(compose_config("train", [*common, f"output_dir={out}"]))
+              "solver.max_iter=3", "solver.lr_scheduler.warmup_iters=1", "solver.lr_scheduler.steps=[2]", "vis_images=0", "runtime.num_threads=1"]
+    results = train(compose_config("train", [*common, f"runtime.output_dir={out}"]))
     saved = json.load(open(out / "eval.json"))
     assert saved["metric"] == "voc_11point" and set(saved["per_class"]) == set(VOC_CLASSES)
     assert saved["per_class"]["cat"] is None  # no cats in the test set: undefined, not 0
     assert results["AP50"] == pytest.approx(np.mean([results["per_class"]["car"], results["per_class"]["dog"]]))
     assert os.path.isfile(out / "inference" / "voc_results" / "comp4_det_test_car.txt")
     overrides = [f"checkpoint={out / 'model_final.pth'}", "data=voc07", f"data.root={voc_root}",
-                 "data.evaluator.metric=area", f"output_dir={tmp_path / 'e'}"]
-    area = evaluate_from_config(compose_config("eval", overrides), overrides)
+                 "data.evaluator.metric=area", f"runtime.output_dir={tmp_path / 'e'}"]
+    area = evaluate(compose_config("eval", overrides), overrides)
     assert json.load(open(tmp_path / "e" / "eval.json"))["metric"] == "voc_area"
     assert 0.0 <= area["AP50"] <= 100.0
 
@@ -232,15 +233,15 @@ def test_check_data_tool_lists_problems_and_fails_on_fatal(voc_root):
 
 
 def test_class_names_come_from_the_data_config():
-    from detectres.predictor import dataset_class_names
+    from detectres.data.build import dataset_class_names
 
-    assert dataset_class_names(compose_config("train", ["data=voc07"])) == list(VOC_CLASSES)
-    coco8 = dataset_class_names(compose_config("train", ["data=coco8"]))
+    assert dataset_class_names(compose_config("train", ["data=voc07"]).data) == list(VOC_CLASSES)
+    coco8 = dataset_class_names(compose_config("train", ["data=coco8"]).data)
     assert len(coco8) == 80 and coco8[0] == "person" and coco8[-1] == "toothbrush"
 
 
 def test_prediction_default_input_for_voc_is_its_jpeg_folder(voc_root):
-    from detectres.predictor import validation_image_folder
+    from detectres.apps.predict import validation_image_folder
 
     cfg = compose_config("train", ["data=voc07", f"data.root={voc_root}"])
     folder = validation_image_folder(cfg.data.val)

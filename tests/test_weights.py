@@ -7,7 +7,8 @@ import pytest
 import torch
 import torchvision
 
-from detectres.config import PROJECT_ROOT, build_model, compose_config
+from detectres.config import PROJECT_ROOT, compose_config
+from detectres.modeling.build import build_model
 from detectres.weights import load_model_weights, read_weights
 from detectres.weights.loading import WeightsMismatchError
 from detectres.weights.msra import FROZEN_BN_EPS

@@ -8,13 +8,13 @@ AP, AP50, AP75, s/image) for a model and its context-trained twin.
 import hydra
 from omegaconf import DictConfig
 
+from detectres.apps.ablation import run_ablation
 from detectres.config import CONFIG_DIR
-from detectres.evaluation.ablation import run_ablation
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="ablation", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_ablation(cfg.checkpoint, cfg.context_checkpoint, cfg.output_dir, list(cfg.overrides))
+    run_ablation(cfg)
 
 
 if __name__ == "__main__":

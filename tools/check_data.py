@@ -9,8 +9,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from detectres.apps.check_data import check_splits
 from detectres.config import CONFIG_DIR
-from detectres.data.check_tool import check_splits
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="check_data", version_base="1.3")

@@ -1,19 +1,18 @@
 #!/usr/bin/env python
-"""Evaluate a detectres checkpoint with pycocotools (box AP), writing eval.json and the results JSON.
+"""Evaluate a detectres checkpoint (box AP), writing eval.json and the detections.
 
-    python tools/test_net.py checkpoint=outputs/quickstart/model_final.pth [data=...] [output_dir=DIR]
+    python tools/test_net.py checkpoint=outputs/quickstart_shapes/model_final.pth [data=...] [test=paper]
 """
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from detectres.config import CONFIG_DIR
-from detectres.engine.launch import evaluate_from_config
+from detectres.apps.evaluate import evaluate
+from detectres.config import CONFIG_DIR, task_overrides
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    evaluate_from_config(cfg, list(HydraConfig.get().overrides.task))
+    evaluate(cfg, task_overrides())
 
 
 if __name__ == "__main__":

@@ -6,13 +6,13 @@
 import hydra
 from omegaconf import DictConfig
 
+from detectres.apps.train import train
 from detectres.config import CONFIG_DIR
-from detectres.engine.launch import train_from_config
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    train_from_config(cfg)
+    train(cfg)
 
 
 if __name__ == "__main__":

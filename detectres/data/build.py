@@ -1,9 +1,8 @@
-"""Datasets and loaders from the ``data`` and ``input`` config nodes."""
+"""Datasets from the ``data`` and ``input`` config nodes."""
 from __future__ import annotations
 
 import logging
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from detectres.config import instantiate_target
@@ -15,19 +14,18 @@ logger = logging.getLogger(__name__)
 
 def prepare_data(data_cfg: DictConfig) -> None:
     """Run the dataset's ``generate`` step if it has one (the embedded shapes are made on first use)."""
-    if data_cfg.get("generate") is not None:
-        instantiate(data_cfg.generate)
+    if data_cfg.generate is not None:
+        instantiate_target(data_cfg.generate)
 
 
 def train_transforms(input_cfg: DictConfig):
     return build_transforms(short_edges=list(input_cfg.min_size_train), max_size=input_cfg.max_size_train,
-                            flip_prob=input_cfg.random_flip, interpolation=input_cfg.get("interpolation", "bilinear"))
+                            flip_prob=input_cfg.random_flip, interpolation=input_cfg.interpolation)
 
 
 def test_transforms(input_cfg: DictConfig):
     return build_transforms(short_edges=int(input_cfg.min_size_test), max_size=input_cfg.max_size_test,
-                            interpolation=input_cfg.get("interpolation", "bilinear"))
-
+                            interpolation=input_cfg.interpolation)
 
 
 def build_dataset(cfg: DictConfig, split: str, resize: bool = True) -> DetectionDataset:
@@ -51,3 +49,16 @@ def build_datasets(cfg: DictConfig) -> tuple[DetectionDataset, DetectionDataset]
         raise ValueError(f"the train and val data list different categories: {train_set.class_names} vs "
                          f"{val_set.class_names} (train: {train_set.name}, val: {val_set.name})")
     return train_set, val_set
+
+
+def dataset_class_names(data_cfg: DictConfig) -> list[str]:
+    """Class names from the data config: ``class_names`` when it lists them (VOC), else the categories of
+    the training annotation file (COCO format), read without loading the dataset."""
+    from detectres.data.datasets.coco import read_coco_json
+    from detectres.data.records import check_categories
+
+    if data_cfg.class_names:
+        return list(data_cfg.class_names)
+    prepare_data(data_cfg)
+    ann_file = data_cfg.train.ann_file
+    return [c["name"] for c in check_categories(read_coco_json(ann_file).get("categories"), ann_file)]

@@ -88,3 +88,18 @@ def image_file_size(path: str) -> tuple[int, int]:
     if orientation in _TRANSPOSING_ORIENTATIONS:
         width, height = height, width
     return height, width
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(path: str, max_images: int = 0) -> list[str]:
+    """``[path]`` for one image; the images of a folder sorted by name (at most ``max_images`` if > 0)."""
+    if os.path.isdir(path):
+        files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
+        if not files:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
+        return files[:max_images] if max_images > 0 else files
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"input not found: {path}")
+    return [path]

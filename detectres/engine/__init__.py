@@ -1,1 +1,1 @@
-"""Training loop, hooks, checkpoints and precision settings."""
+"""The training loop, its hooks, checkpoints and the solver."""

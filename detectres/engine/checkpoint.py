@@ -1,4 +1,4 @@
-"""Checkpoints: written atomically (temp file + rename), read without unpickling code.
+"""Training checkpoints: written atomically (temp file + rename), read without unpickling code.
 
 A detectres checkpoint is a dict with ``model`` (state_dict), optionally ``optimizer``,
 ``scheduler``, ``iteration``, ``rng``, and always ``config`` (the resolved config as plain
@@ -8,50 +8,16 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from typing import Any
 
 import numpy as np
 import torch
 
-from detectres.engine.distributed import is_main_process
+from detectres.config.safety import check_stored_config
+from detectres.utils.comm import is_main_process
+from detectres.utils.file_io import atomic_torch_save, atomic_write_text, load_checkpoint
 
 LAST_CHECKPOINT = "last_checkpoint"
-
-
-def atomic_torch_save(obj: Any, path: str) -> None:
-    """Write ``obj`` to ``path`` so that a crash leaves either the old file or the new one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def atomic_write_text(text: str, path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str) -> dict[str, Any]:
-    """Load a checkpoint with ``torch.load(weights_only=True)``: tensors and plain containers only."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"cannot load checkpoint {path}: {e}") from e
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -126,6 +92,8 @@ class Checkpointer:
         if path is None:
             return 0
         state = load_checkpoint(path)
+        if state.get("config") is not None:
+            check_stored_config(state["config"], path)  # a tampered file is refused, not resumed
         try:
             self.model.load_state_dict(state["model"])
             for key in ("optimizer", "scheduler", "scaler"):

@@ -1,10 +1,13 @@
-"""SGD with per-group weight decay, and the warmup + multi-step learning-rate schedule."""
+"""SGD with per-group weight decay, and the warmup + multi-step learning-rate schedule.
+
+The ``solver.optimizer`` and ``solver.lr_scheduler`` config nodes are partials of these two: the
+training app calls ``optimizer(model)`` and ``lr_scheduler(optimizer)``.
+"""
 from __future__ import annotations
 
 from bisect import bisect_right
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
 NORM_TYPES = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.SyncBatchNorm)
@@ -48,12 +51,3 @@ class WarmupMultiStepLR(torch.optim.lr_scheduler.LRScheduler):
         f = warmup_multistep_factor(self.last_epoch, steps=self.steps, gamma=self.gamma,
                                     warmup_iters=self.warmup_iters, warmup_factor=self.warmup_factor)
         return [base * f for base in self.base_lrs]
-
-
-def build_solver(model: torch.nn.Module, s: DictConfig):
-    """SGD with the solver's weight-decay groups and its warmup + multi-step schedule."""
-    optimizer = build_optimizer(model, base_lr=s.base_lr, momentum=s.momentum, weight_decay=s.weight_decay,
-                                weight_decay_norm=s.weight_decay_norm, nesterov=s.nesterov)
-    scheduler = WarmupMultiStepLR(optimizer, steps=list(s.steps), gamma=s.gamma, warmup_iters=s.warmup_iters,
-                                  warmup_factor=s.warmup_factor)
-    return optimizer, scheduler

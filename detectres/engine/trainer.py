@@ -6,14 +6,15 @@ averaged over ranks before anything is decided from them, so every rank takes th
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Iterable
 
 import torch
 from torch import nn
 
-from detectres.engine.amp import autocast_context, grad_scaler
-from detectres.engine.distributed import mean_over_ranks
+from detectres.utils.amp import autocast_context, grad_scaler
+from detectres.utils.comm import get_world_size, mean_over_ranks
 
 logger = logging.getLogger(__name__)
 
@@ -107,3 +108,20 @@ class Trainer:
                     h.after_step()
         for h in self.hooks:
             h.after_train()
+
+
+def wrap_distributed(model: nn.Module, sync_bn: bool) -> nn.Module:
+    """DistributedDataParallel (with SyncBatchNorm for trainable BN when asked); the model itself when
+    there is one process. Each rank keeps its own BN running statistics, as in Detectron2."""
+    if get_world_size() == 1:
+        return model
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    if sync_bn:
+        if not on_gpu:
+            raise ValueError("sync_bn=true needs GPUs (PyTorch's SyncBatchNorm runs on CUDA only); on CPUs use "
+                             "model.backbone.norm=FrozenBN or GN")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ddp = nn.parallel.DistributedDataParallel
+    no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp).parameters
+                      else {"broadcast_buffers": False})
+    return ddp(model, device_ids=[torch.cuda.current_device()] if on_gpu else None, **no_buffer_sync)

@@ -1,4 +1,4 @@
-"""The evaluation loop: run a model over a test loader and hand its outputs to an evaluator."""
+"""The evaluation loop: run a detector over a test loader and hand its outputs to an evaluator."""
 from __future__ import annotations
 
 import logging
@@ -6,56 +6,58 @@ import time
 from typing import Iterable
 
 import torch
+from omegaconf import DictConfig
 from tqdm import tqdm
 
+from detectres.config import instantiate_target
 from detectres.data.datasets.base import DetectionDataset
-from detectres.engine.distributed import all_gather_objects, broadcast_object, is_main_process
-from detectres.evaluation.coco import COCOEvaluator
+from detectres.utils.amp import autocast_context
+from detectres.utils.comm import all_gather_objects, broadcast_object, is_main_process
 
 logger = logging.getLogger(__name__)
 
 
-def build_evaluator(data_cfg, dataset: DetectionDataset):
-    """The evaluator ``data.evaluator`` names (a ``_partial_`` node), COCO's when there is none."""
-    from hydra.utils import instantiate
+def build_evaluator(data_cfg: DictConfig, dataset: DetectionDataset):
+    """The evaluator ``data.evaluator`` names (a ``_partial_`` node: COCO's or VOC's) for ``dataset``."""
+    return instantiate_target(data_cfg.evaluator)(dataset=dataset)
 
-    node = data_cfg.get("evaluator")
-    return instantiate(node)(dataset=dataset) if node is not None else COCOEvaluator(dataset)
+
+def run_inference(model: torch.nn.Module, loader: Iterable, autocast: bool | str) -> tuple[list, float, int, int]:
+    """(per batch: image ids and CPU detections), model seconds, images run, images skipped."""
+    done: list[tuple[list[dict], list[dict]]] = []
+    model_seconds, images, skipped = 0.0, 0, 0
+    for batch in tqdm(loader, desc="eval", unit="img", leave=False, dynamic_ncols=True,
+                      disable=not is_main_process()):
+        inputs = [x for x in batch if "image" in x]
+        skipped += len(batch) - len(inputs)
+        if not inputs:
+            continue
+        t0 = time.perf_counter()
+        with autocast_context(model, autocast):
+            outputs = model.inference(inputs)
+        model_seconds += time.perf_counter() - t0
+        images += len(inputs)
+        done.append(([{"image_id": x["image_id"]} for x in inputs],
+                     [{k: v.detach().cpu() for k, v in out.items()} for out in outputs]))
+    return done, model_seconds, images, skipped
 
 
 @torch.no_grad()
 def evaluate_detector(model: torch.nn.Module, loader: Iterable, evaluator, output_dir: str | None = None,
                       autocast: bool | str = False) -> dict:
-    """Run ``model`` over ``loader`` and score it with ``evaluator`` (COCO or VOC).
+    """Run ``model.inference`` over ``loader`` and score it with ``evaluator`` (COCO or VOC).
 
     Under ``torch.distributed`` each rank runs its share of the data (see ``build_test_loader``);
     the outputs are gathered to rank 0, which scores them, and every rank returns the results.
     Items the dataset had to skip (an image that failed to load) are left out of the scoring and
     counted in ``skipped_images``.
     """
-    from detectres.engine.amp import autocast_context
-
     was_training = model.training
     model.eval()
-    done: list[tuple[list[dict], list[dict]]] = []
-    model_seconds, images, skipped = 0.0, 0, 0
     try:
-        for batch in tqdm(loader, desc="eval", unit="img", leave=False, dynamic_ncols=True,
-                          disable=not is_main_process()):
-            inputs = [x for x in batch if "image" in x]
-            skipped += len(batch) - len(inputs)
-            if not inputs:
-                continue
-            t0 = time.perf_counter()
-            with autocast_context(model, autocast):
-                outputs = model(inputs)
-            model_seconds += time.perf_counter() - t0
-            images += len(inputs)
-            done.append(([{"image_id": x["image_id"]} for x in inputs],
-                         [{k: v.detach().cpu() for k, v in out.items()} for out in outputs]))
+        parts = all_gather_objects(run_inference(model, loader, autocast))
     finally:
         model.train(was_training)
-    parts = all_gather_objects((done, model_seconds, images, skipped))
     results = None
     if is_main_process():
         for part, *_ in parts:

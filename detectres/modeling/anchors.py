@@ -24,7 +24,8 @@ def make_cell_anchors(sizes: list[float], aspect_ratios: list[float]) -> Tensor:
 
 
 class AnchorGenerator(nn.Module):
-    """Places ``len(sizes) * len(aspect_ratios)`` anchors at every feature-map cell."""
+    """Places ``len(sizes) * len(aspect_ratios)`` anchors at every feature-map cell, ``stride`` input
+    pixels apart (the RPN passes its backbone's stride)."""
 
     def __init__(self, *, sizes: list[float], aspect_ratios: list[float], stride: int, offset: float = 0.0):
         super().__init__()

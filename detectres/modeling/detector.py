@@ -1,8 +1,13 @@
 """Faster R-CNN in the C4 layout: ResNet stem..res4 (shared) -> RPN -> res5 per RoI -> predictor.
 
+Two entry points, one return type each:
+
+- ``model(batched_inputs)`` (``forward``) is the training computation and returns the four losses;
+- ``model.inference(batched_inputs)`` returns per-image detections.
+
 Inputs are per-image dicts: ``image`` (3, H, W) BGR in 0..255 (uint8 or float, already resized),
-optional ``height``/``width`` (the original size the detections are mapped back to), and for
-training ``gt_boxes`` (G, 4) XYXY in input pixels and ``gt_classes`` (G,) in 0..K-1.
+optional ``height``/``width`` (the original size the detections are mapped back to), and for the
+losses ``gt_boxes`` (G, 4) XYXY in input pixels and ``gt_classes`` (G,) in 0..K-1.
 """
 from __future__ import annotations
 
@@ -12,20 +17,19 @@ import torch
 from torch import Tensor, nn
 
 from detectres.modeling.backbones.resnet import ResNet, ResNetTrunk
-from detectres.modeling.roi_heads.predictor import nonempty_detections
+from detectres.modeling.postprocessing import detector_postprocess
 from detectres.modeling.roi_heads.res5_head import Res5ROIHeads
 from detectres.modeling.rpn import RPN
-from detectres.structures.boxes import clip_boxes, scale_boxes
 from detectres.structures.image_list import ImageList
 
 
 class FasterRCNN(nn.Module):
-    """Assembles the detector; heads size themselves from the backbone.
+    """Assembles the detector; the heads size themselves from the backbone (channels and stride).
 
     Args:
         backbone: a full ResNet; its stem..res4 become ``backbone`` and its res5 the box head.
-        rpn: a callable (Hydra partial) taking ``in_channels`` and returning an :class:`RPN`.
-        roi_heads: a callable taking ``res5``, ``out_channels``, ``num_classes`` -> :class:`Res5ROIHeads`.
+        rpn: a callable (Hydra partial) taking ``in_channels`` and ``stride`` -> :class:`RPN`.
+        roi_heads: a callable taking ``res5``, ``out_channels``, ``num_classes``, ``stride`` -> :class:`Res5ROIHeads`.
         num_classes: K foreground classes.
         pixel_mean, pixel_std: per-channel normalisation in ``input_format`` channel order.
         input_format: "BGR" or "RGB", what the weights expect (inputs always arrive BGR).
@@ -50,9 +54,9 @@ class FasterRCNN(nn.Module):
         if input_format not in ("BGR", "RGB"):
             raise ValueError(f"input_format must be 'BGR' or 'RGB', got {input_format!r}")
         self.backbone = ResNetTrunk(backbone, out_stage="res4")
-        self.rpn = rpn(in_channels=self.backbone.out_channels)
+        self.rpn = rpn(in_channels=self.backbone.out_channels, stride=self.backbone.stride)
         self.roi_heads = roi_heads(res5=backbone.res5, out_channels=backbone.out_channels["res5"],
-                                   num_classes=num_classes)
+                                   num_classes=num_classes, stride=self.backbone.stride)
         self.num_classes = num_classes
         self.input_format = input_format
         self.size_divisibility = size_divisibility
@@ -77,14 +81,16 @@ class FasterRCNN(nn.Module):
         batch.tensor = batch.tensor.contiguous(memory_format=self.memory_format)
         return batch
 
-    def forward(self, batched_inputs: list[dict]) -> dict[str, Tensor] | list[dict[str, Tensor]]:
-        """Training: a dict of the four losses. Inference: per-image detections (see ``inference``)."""
-        if not self.training:
-            return self.inference(batched_inputs)
+    def forward(self, batched_inputs: list[dict]) -> dict[str, Tensor]:
+        """The training computation: ``loss_rpn_cls``, ``loss_rpn_loc``, ``loss_cls``, ``loss_box_reg``."""
+        missing = [i for i, x in enumerate(batched_inputs) if "gt_boxes" not in x or "gt_classes" not in x]
+        if missing:
+            raise ValueError(f"FasterRCNN(...) computes training losses and needs gt_boxes and gt_classes; inputs "
+                             f"{missing} have none (use FasterRCNN.inference(...) for detections)")
         images = self.preprocess(batched_inputs)
         targets = [self.training_target(x) for x in batched_inputs]
         features = self.backbone(images.tensor)
-        proposals, _, rpn_losses = self.rpn(features, images.image_sizes, targets)
+        proposals, rpn_losses = self.rpn(features, images.image_sizes, targets)
         roi_losses = self.roi_heads(features, proposals, images.image_sizes, targets)
         return {**rpn_losses, **roi_losses}
 
@@ -101,15 +107,6 @@ class FasterRCNN(nn.Module):
         """Per image ``pred_boxes`` (D, 4) in original pixels, ``scores`` (D,), ``pred_classes`` (D,)."""
         images = self.preprocess(batched_inputs)
         features = self.backbone(images.tensor)
-        proposals, _, _ = self.rpn(features, images.image_sizes)
-        results = self.roi_heads(features, proposals, images.image_sizes)
-        return [postprocess(r, x, hw) for r, x, hw in zip(results, batched_inputs, images.image_sizes)]
-
-
-def postprocess(result: dict[str, Tensor], inputs: dict, input_hw: tuple[int, int]) -> dict[str, Tensor]:
-    """Map boxes from the network input size back to ``inputs['height'] x inputs['width']``."""
-    out_h = int(inputs.get("height", input_hw[0]))
-    out_w = int(inputs.get("width", input_hw[1]))
-    boxes = scale_boxes(result["pred_boxes"], (out_w / input_hw[1], out_h / input_hw[0]))
-    result = {**result, "pred_boxes": clip_boxes(boxes, (out_h, out_w))}
-    return nonempty_detections(result)
+        proposals = self.rpn.inference(features, images.image_sizes)
+        results = self.roi_heads.inference(features, proposals, images.image_sizes)
+        return [detector_postprocess(r, x, hw) for r, x, hw in zip(results, batched_inputs, images.image_sizes)]

@@ -5,15 +5,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detectres.modeling.detector import FasterRCNN, postprocess
-from detectres.modeling.roi_heads.predictor import fast_rcnn_inference
+from detectres.modeling.detector import FasterRCNN
+from detectres.modeling.postprocessing import detector_postprocess
 
 
 class EnsembleDetector(nn.Module):
     """Models sharing classes and input conventions; inference only.
 
     Per image: every model proposes on its own features; the proposals are unioned; every model
-    scores the union; softmax probabilities and deltas are averaged; the first model's test settings
+    scores the union; softmax probabilities and deltas are averaged; the first model's RoI heads
     (score threshold, NMS, detections per image) turn them into detections.
     """
 
@@ -30,13 +30,13 @@ class EnsembleDetector(nn.Module):
         return self.models[0].num_classes
 
     @torch.no_grad()
-    def forward(self, batched_inputs: list[dict]) -> list[dict[str, Tensor]]:
+    def inference(self, batched_inputs: list[dict]) -> list[dict[str, Tensor]]:
         features, proposals, sizes = [], [], None
         for m in self.models:
             images = m.preprocess(batched_inputs)
             feats = m.backbone(images.tensor)
             features.append(feats)
-            proposals.append(m.rpn(feats, images.image_sizes)[0])
+            proposals.append(m.rpn.inference(feats, images.image_sizes))
             sizes = images.image_sizes
         union = [torch.cat([p[i] for p in proposals]) for i in range(len(batched_inputs))]
         probs, deltas = 0.0, 0.0
@@ -48,10 +48,6 @@ class EnsembleDetector(nn.Module):
         log_probs, deltas = torch.log((probs / n).clamp(min=1e-30)), deltas / n
         heads = self.models[0].roi_heads
         counts = [len(u) for u in union]
-        results = []
-        for lg, dl, boxes, hw, inputs in zip(log_probs.split(counts), deltas.split(counts), union, sizes,
-                                             batched_inputs):
-            r = fast_rcnn_inference(lg, dl, boxes, hw, heads.box_coder, score_thresh=heads.score_thresh,
-                                    nms_thresh=heads.nms_thresh, detections_per_image=heads.detections_per_image)
-            results.append(postprocess(r, inputs, hw))
-        return results
+        return [detector_postprocess(heads.detections(lg, dl, boxes, hw), inputs, hw)
+                for lg, dl, boxes, hw, inputs in zip(log_probs.split(counts), deltas.split(counts), union, sizes,
+                                                     batched_inputs)]

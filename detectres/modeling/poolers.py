@@ -11,13 +11,14 @@ class RoIPooler(nn.Module):
 
     ``kind="align"`` is RoIAlign with ``aligned`` (half-pixel correction, Detectron2's
     ROIAlignV2); ``kind="pool"`` is the original Fast R-CNN RoIPool used in the ResNet paper.
+    ``spatial_scale`` is 1 / the features' stride; the RoI heads pass it from the backbone.
     """
 
     def __init__(
         self,
         *,
         output_size: int = 14,
-        spatial_scale: float = 1.0 / 16,
+        spatial_scale: float,
         kind: str = "align",
         sampling_ratio: int = 0,
         aligned: bool = True,

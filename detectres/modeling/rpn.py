@@ -1,9 +1,12 @@
-"""Region Proposal Network: head, proposal generation and losses (one feature map, C4 layout).
+"""Region Proposal Network: head, proposal generation and the anchors' labels (one feature map, C4 layout).
 
-Shapes: N images, A anchors per location, H x W feature map, P = H * W * A anchors per image,
-G ground-truth boxes in an image.
+``forward`` is the training computation (proposals and the RPN losses); ``inference`` returns
+proposals only. Shapes: N images, A anchors per location, H x W feature map, P = H * W * A anchors
+per image, G ground-truth boxes in an image.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +15,7 @@ from torchvision.ops import nms
 
 from detectres.modeling.anchors import AnchorGenerator
 from detectres.modeling.box_coder import BoxCoder
+from detectres.modeling.losses import rpn_losses
 from detectres.modeling.matcher import Matcher
 from detectres.modeling.sampling import subsample_labels
 from detectres.structures.boxes import clip_boxes, nonempty_mask, pairwise_iou
@@ -45,13 +49,21 @@ def flatten_rpn_outputs(logits: Tensor, deltas: Tensor) -> tuple[Tensor, Tensor]
 
 
 class RPN(nn.Module):
-    """Proposals from anchors; training also returns ``loss_rpn_cls`` and ``loss_rpn_loc``."""
+    """Proposals from anchors placed every ``stride`` pixels (the backbone's output stride).
+
+    Args:
+        in_channels, stride: of the feature map (given by the detector from its backbone).
+        anchor_generator: a callable (Hydra partial) taking ``stride`` -> :class:`AnchorGenerator`.
+        pre_nms_topk_*, post_nms_topk_*: per image, for the training computation (``forward``) and
+            for ``inference``.
+    """
 
     def __init__(
         self,
         *,
         in_channels: int,
-        anchor_generator: AnchorGenerator,
+        stride: int,
+        anchor_generator: Callable[..., AnchorGenerator],
         matcher: Matcher,
         box_coder: BoxCoder,
         batch_size_per_image: int = 256,
@@ -68,43 +80,53 @@ class RPN(nn.Module):
         head_channels: int | None = None,
     ):
         super().__init__()
-        self.anchor_generator = anchor_generator
-        self.head = RPNHead(in_channels=in_channels, num_anchors=anchor_generator.num_anchors,
+        self.anchor_generator = anchor_generator(stride=stride)
+        self.head = RPNHead(in_channels=in_channels, num_anchors=self.anchor_generator.num_anchors,
                             conv_channels=head_channels)
         self.matcher = matcher
         self.box_coder = box_coder
         self.batch_size_per_image = batch_size_per_image
         self.positive_fraction = positive_fraction
-        self.pre_nms_topk = {True: pre_nms_topk_train, False: pre_nms_topk_test}
-        self.post_nms_topk = {True: post_nms_topk_train, False: post_nms_topk_test}
+        self.topk_train = (pre_nms_topk_train, post_nms_topk_train)
+        self.topk_test = (pre_nms_topk_test, post_nms_topk_test)
         self.nms_thresh = nms_thresh
         self.min_box_size = min_box_size
-        self.loss_weight = loss_weight
-        self.box_reg_loss_weight = box_reg_loss_weight
-        self.smooth_l1_beta = smooth_l1_beta
+        self.loss_weights = {"loss_weight": loss_weight, "box_reg_loss_weight": box_reg_loss_weight,
+                             "smooth_l1_beta": smooth_l1_beta}
 
-    def forward(
-        self, features: Tensor, image_sizes: list[tuple[int, int]], targets: list[dict] | None = None
-    ) -> tuple[list[Tensor], list[Tensor], dict[str, Tensor]]:
-        """Returns per-image proposals (R_i, 4), their logits (R_i,), and losses (training only)."""
+    def head_outputs(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(P, 4) anchors, (N, P) logits and (N, P, 4) deltas for (N, C, H, W) features."""
         anchors = self.anchor_generator(features.shape[-2:])
-        logits, deltas = flatten_rpn_outputs(*self.head(features))
-        losses: dict[str, Tensor] = {}
-        if self.training:
-            if targets is None:
-                raise ValueError("RPN in training mode needs targets")
-            losses = self.losses(anchors, logits, deltas, targets)
-        with torch.no_grad():
-            boxes, scores = self.select_proposals(anchors, logits.detach(), deltas.detach(), image_sizes)
-        return boxes, scores, losses
+        return (anchors, *flatten_rpn_outputs(*self.head(features)))
+
+    def forward(self, features: Tensor, image_sizes: list[tuple[int, int]], targets: list[dict]
+                ) -> tuple[list[Tensor], dict[str, Tensor]]:
+        """Training: per-image proposals (R_i, 4) for the RoI heads (no gradient) and the losses
+        ``loss_rpn_cls``, ``loss_rpn_loc`` on anchors sampled per ``targets``."""
+        anchors, logits, deltas = self.head_outputs(features)
+        labels, matched_gt = self.label_and_sample_anchors(anchors, targets)
+        losses = rpn_losses(logits, deltas, labels, matched_gt, anchors, self.box_coder,
+                            normalizer=self.batch_size_per_image * len(targets), **self.loss_weights)
+        proposals, _ = self.select_proposals(anchors, logits.detach(), deltas.detach(), image_sizes,
+                                             self.topk_train)
+        return proposals, losses
 
     @torch.no_grad()
-    def select_proposals(
-        self, anchors: Tensor, logits: Tensor, deltas: Tensor, image_sizes: list[tuple[int, int]]
-    ) -> tuple[list[Tensor], list[Tensor]]:
+    def proposals_with_logits(self, features: Tensor, image_sizes: list[tuple[int, int]]
+                              ) -> tuple[list[Tensor], list[Tensor]]:
+        """Per image: proposals (R_i, 4) and their objectness logits (R_i,), best first."""
+        anchors, logits, deltas = self.head_outputs(features)
+        return self.select_proposals(anchors, logits, deltas, image_sizes, self.topk_test)
+
+    def inference(self, features: Tensor, image_sizes: list[tuple[int, int]]) -> list[Tensor]:
+        """Per-image proposals (R_i, 4) in input pixels, best first."""
+        return self.proposals_with_logits(features, image_sizes)[0]
+
+    @torch.no_grad()
+    def select_proposals(self, anchors: Tensor, logits: Tensor, deltas: Tensor, image_sizes: list[tuple[int, int]],
+                         topk: tuple[int, int]) -> tuple[list[Tensor], list[Tensor]]:
         """Per image: top-k by logit -> decode -> clip -> drop empty -> NMS -> top-k (sorted by logit)."""
-        pre_k = min(self.pre_nms_topk[self.training], logits.shape[1])
-        post_k = self.post_nms_topk[self.training]
+        pre_k, post_k = min(topk[0], logits.shape[1]), topk[1]
         top_logits, top_idx = logits.topk(pre_k, dim=1)
         all_boxes, all_scores = [], []
         for i, hw in enumerate(image_sizes):
@@ -119,13 +141,13 @@ class RPN(nn.Module):
             all_scores.append(scores[keep])
         return all_boxes, all_scores
 
-    def losses(self, anchors: Tensor, logits: Tensor, deltas: Tensor, targets: list[dict]) -> dict[str, Tensor]:
-        """Objectness BCE and box L1 on ``batch_size_per_image`` sampled anchors per image (drawn from
-        the target's ``generator`` when it has one), both normalised by the number of sampled anchors
-        (as Detectron2)."""
-        gt_boxes = [t["gt_boxes"] for t in targets]
+    @torch.no_grad()
+    def label_and_sample_anchors(self, anchors: Tensor, targets: list[dict]) -> tuple[Tensor, Tensor]:
+        """(N, P) labels (1 positive, 0 negative, -1 not sampled) of ``batch_size_per_image`` anchors per
+        image (drawn from the target's ``generator`` when it has one) and (N, P, 4) matched boxes."""
         labels, matched = [], []
-        for gt, target in zip(gt_boxes, targets):
+        for target in targets:
+            gt = target["gt_boxes"]
             matches, match_labels = self.matcher(pairwise_iou(gt, anchors))
             pos, neg = subsample_labels(match_labels, num_samples=self.batch_size_per_image,
                                         positive_fraction=self.positive_fraction, bg_label=0,
@@ -134,25 +156,4 @@ class RPN(nn.Module):
             sampled[pos], sampled[neg] = 1.0, 0.0
             labels.append(sampled)
             matched.append(gt[matches] if gt.numel() else torch.zeros_like(anchors))
-        labels_t = torch.stack(labels)
-        pos_mask = labels_t == 1
-        valid = labels_t >= 0
-        normalizer = self.batch_size_per_image * len(gt_boxes)
-        loss_cls = F.binary_cross_entropy_with_logits(logits[valid], labels_t[valid], reduction="sum")
-        if pos_mask.any():
-            gt_t = torch.stack(matched)[pos_mask]
-            target_deltas = self.box_coder.encode(anchors.expand(len(gt_boxes), -1, -1)[pos_mask], gt_t)
-            loss_loc = smooth_l1(deltas[pos_mask], target_deltas, self.smooth_l1_beta)
-        else:
-            loss_loc = deltas.sum() * 0.0
-        return {
-            "loss_rpn_cls": loss_cls / normalizer * self.loss_weight,
-            "loss_rpn_loc": loss_loc / normalizer * self.loss_weight * self.box_reg_loss_weight,
-        }
-
-
-def smooth_l1(pred: Tensor, target: Tensor, beta: float) -> Tensor:
-    """Summed smooth-L1; beta 0 is plain L1 (Detectron2's default)."""
-    if beta < 1e-5:
-        return (pred - target).abs().sum()
-    return F.smooth_l1_loss(pred, target, beta=beta, reduction="sum")
+        return torch.stack(labels), torch.stack(matched)

@@ -1,14 +1,15 @@
 """Test-time procedures of the ResNet paper around a trained C4 detector.
 
-* single scale (the baseline), optionally with box refinement (``refine``);
-* the paper's multi-scale testing (``multiscale``): res4 at several shortest sides, proposals from
-  one of them, each RoI pooled at the two adjacent scales whose scaled area brackets
+* single scale (the baseline), optionally with box refinement (:class:`BoxRefinement`);
+* the paper's multi-scale testing (:class:`MultiScaleTesting`): res4 at several shortest sides,
+  proposals from one of them, each RoI pooled at the two adjacent scales whose scaled area brackets
   ``canonical_size``**2, res5 on both, element-wise max before the predictor;
-* image-level test-time augmentation (``tta``): several sizes and horizontal flip, boxes mapped
-  back to the original image, merged by per-class NMS or box voting.
+* image-level test-time augmentation (:class:`ImageTTA`): several sizes and horizontal flip, boxes
+  mapped back to the original image, merged by per-class NMS or box voting.
 
-Inputs are per-image dicts with the ORIGINAL image (3, H, W) uint8 BGR; every size is chosen here.
-All boxes are scored and decoded in original-image pixels (box deltas are scale-invariant).
+Each add-on is a small typed class whose signature holds its defaults (``configs/test/*.yaml`` mirror
+them). Inputs are per-image dicts with the ORIGINAL image (3, H, W) uint8 BGR; every size is chosen
+here. All boxes are scored and decoded in original-image pixels (box deltas are scale-invariant).
 """
 from __future__ import annotations
 
@@ -18,11 +19,58 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from detectres.data.transforms import resize_shortest_edge
 from detectres.modeling.detector import FasterRCNN
-from detectres.modeling.roi_heads.predictor import fast_rcnn_inference, nonempty_detections
-from detectres.modeling.roi_heads.refinement import merge_detections, refine_detections
+from detectres.modeling.postprocessing import nonempty_detections
+from detectres.modeling.roi_heads.refinement import refine_detections
 from detectres.structures.boxes import box_area, scale_boxes
+from detectres.utils.resize import resize_shortest_edge
+
+MERGES = ("nms", "vote")
+
+
+@dataclass
+class BoxRefinement:
+    """Re-score and re-regress each regressed box with the same head, union with the first predictions,
+    NMS at ``nms_thresh``, then box voting at IoU ``vote_thresh`` (None: no voting)."""
+
+    nms_thresh: float = 0.3
+    vote_thresh: float | None = 0.5
+
+
+@dataclass
+class MultiScaleTesting:
+    """res4 at each of ``scales`` (shortest sides), proposals from ``proposal_scale``, each RoI pooled
+    at the two adjacent scales whose scaled area brackets ``canonical_size``**2 (None: the RoI's pooled
+    extent in input pixels, 14 x 16 = 224 for the paper's model)."""
+
+    scales: tuple[int, ...] = (200, 400, 600, 800, 1000)
+    proposal_scale: int = 600
+    canonical_size: float | None = 224
+
+    def __post_init__(self):
+        self.scales = tuple(sorted(int(s) for s in self.scales))
+        if len(self.scales) < 2:
+            raise ValueError(f"multi-scale testing needs at least two scales, got {list(self.scales)}")
+        if self.proposal_scale not in self.scales:
+            raise ValueError(f"multiscale.proposal_scale {self.proposal_scale} must be one of multiscale.scales "
+                             f"{list(self.scales)}")
+
+
+@dataclass
+class ImageTTA:
+    """Detect at each of ``sizes`` (shortest sides), also flipped when ``flip``; merge the passes by
+    per-class NMS at ``nms_thresh`` (``merge="nms"``) or NMS then box voting at ``vote_thresh``."""
+
+    sizes: tuple[int, ...] = (600, 800, 1000)
+    flip: bool = True
+    merge: str = "vote"
+    nms_thresh: float = 0.5
+    vote_thresh: float = 0.5
+
+    def __post_init__(self):
+        self.sizes = tuple(int(s) for s in self.sizes)
+        if self.merge not in MERGES:
+            raise ValueError(f"tta.merge must be one of {MERGES}, got {self.merge!r}")
 
 
 @dataclass
@@ -54,42 +102,37 @@ def flip_boxes(boxes: Tensor, width: int) -> Tensor:
 
 
 class TestTimeDetector(nn.Module):
-    """Wraps a :class:`FasterRCNN` for evaluation with the paper's add-ons (each optional)."""
+    """Wraps a :class:`FasterRCNN` for evaluation with the paper's add-ons (each optional); inference only."""
 
     __test__ = False  # not a pytest test class despite the name
 
     def __init__(self, *, model: FasterRCNN, min_size: int, max_size: int, interpolation: str = "bilinear",
-                 refine: dict | None = None, multiscale: dict | None = None, tta: dict | None = None):
+                 refine: BoxRefinement | None = None, multiscale: MultiScaleTesting | None = None,
+                 tta: ImageTTA | None = None):
         super().__init__()
         self.model = model
         self.min_size, self.max_size, self.interpolation = int(min_size), int(max_size), interpolation
-        self.refine = dict(refine) if refine else None
-        self.multiscale = dict(multiscale) if multiscale else None
-        self.tta = dict(tta) if tta else None
-        if self.multiscale and self.multiscale["proposal_scale"] not in self.multiscale["scales"]:
-            raise ValueError(f"multiscale.proposal_scale {self.multiscale['proposal_scale']} must be one of "
-                             f"multiscale.scales {self.multiscale['scales']}")
+        self.refine, self.multiscale, self.tta = refine, multiscale, tta
 
     @property
     def num_classes(self) -> int:
         return self.model.num_classes
 
     @torch.no_grad()
-    def forward(self, batched_inputs: list[dict]) -> list[dict[str, Tensor]]:
+    def inference(self, batched_inputs: list[dict]) -> list[dict[str, Tensor]]:
         return [self.detect(x["image"]) for x in batched_inputs]
 
     def detect(self, image: Tensor) -> dict[str, Tensor]:
         """One original image (3, H, W) -> detections in its pixels."""
-        if not self.tta:
+        if self.tta is None:
             return self.detect_once(image, self.min_size, flip=False)
-        passes = [self.detect_once(image, size, flip) for size in self.tta["sizes"]
-                  for flip in ((False, True) if self.tta.get("flip", True) else (False,))]
-        merged = merge_detections(
+        t = self.tta
+        passes = [self.detect_once(image, size, flip) for size in t.sizes
+                  for flip in ((False, True) if t.flip else (False,))]
+        merged = self.model.roi_heads.merge_detections(
             torch.cat([p["pred_boxes"] for p in passes]), torch.cat([p["scores"] for p in passes]),
-            torch.cat([p["pred_classes"] for p in passes]), score_thresh=self.model.roi_heads.score_thresh,
-            nms_thresh=self.tta.get("nms_thresh", 0.5),
-            vote_thresh=self.tta.get("vote_thresh", 0.5) if self.tta.get("merge", "nms") == "vote" else None,
-            max_detections=self.model.roi_heads.detections_per_image)
+            torch.cat([p["pred_classes"] for p in passes]), nms_thresh=t.nms_thresh,
+            vote_thresh=t.vote_thresh if t.merge == "vote" else None)
         return nonempty_detections(merged)
 
     def features_at(self, image: Tensor, short: int) -> ScaleFeatures:
@@ -108,10 +151,10 @@ class TestTimeDetector(nn.Module):
         if flip:
             image = image.flip(-1)
         ms = self.multiscale
-        scales = sorted(ms["scales"]) if ms else [size]
+        scales = list(ms.scales) if ms else [size]
         levels = [self.features_at(image, s) for s in scales]
-        source = levels[scales.index(ms["proposal_scale"])] if ms else levels[0]
-        proposals = self.model.rpn(source.features, [source.image_hw])[0][0]
+        source = levels[scales.index(ms.proposal_scale)] if ms else levels[0]
+        proposals = self.model.rpn.inference(source.features, [source.image_hw])[0]
         proposals = scale_boxes(proposals, (1.0 / source.factor[0], 1.0 / source.factor[1]))
 
         def score(boxes: Tensor) -> tuple[Tensor, Tensor]:
@@ -120,15 +163,10 @@ class TestTimeDetector(nn.Module):
         heads = self.model.roi_heads
         logits, deltas = score(proposals)
         if self.refine:
-            result = refine_detections(score, logits, deltas, proposals, (h, w), heads.box_coder,
-                                       score_thresh=heads.score_thresh,
-                                       nms_thresh=self.refine.get("nms_thresh", 0.3),
-                                       vote_thresh=self.refine.get("vote_thresh", 0.5),
-                                       max_detections=heads.detections_per_image)
+            result = refine_detections(heads, score, logits, deltas, proposals, (h, w),
+                                       nms_thresh=self.refine.nms_thresh, vote_thresh=self.refine.vote_thresh)
         else:
-            result = fast_rcnn_inference(logits, deltas, proposals, (h, w), heads.box_coder,
-                                         score_thresh=heads.score_thresh, nms_thresh=heads.nms_thresh,
-                                         detections_per_image=heads.detections_per_image)
+            result = heads.detections(logits, deltas, proposals, (h, w))
         if flip:
             result["pred_boxes"] = flip_boxes(result["pred_boxes"], w)
         return nonempty_detections(result)
@@ -138,9 +176,10 @@ class TestTimeDetector(nn.Module):
         heads = self.model.roi_heads
         if len(levels) == 1:
             lv = levels[0]
-            return heads.box_predictor(heads.box_features(lv.features, [scale_boxes(boxes, lv.factor)], [lv.image_hw]))
+            return heads.forward_with_given_boxes(lv.features, [scale_boxes(boxes, lv.factor)], [lv.image_hw])
         factors = torch.tensor([lv.factor[1] for lv in levels], device=boxes.device)
-        pairs = choose_scale_pairs(box_area(boxes), factors, self.multiscale.get("canonical_size", 224))
+        canonical = self.multiscale.canonical_size or heads.roi_extent
+        pairs = choose_scale_pairs(box_area(boxes), factors, canonical)
         merged = None
         for k, lv in enumerate(levels):
             for column in (0, 1):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from detectres.config import checkpoint_config, compose_config
-from detectres.engine.checkpoint import atomic_torch_save
+from detectres.utils.file_io import atomic_torch_save
 from detectres.weights.loading import FORMATS, read_weights
 
 RES4_BLOCKS_TO_DEPTH = {6: 50, 23: 101, 36: 152}

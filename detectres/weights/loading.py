@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from detectres.data.datasets.coco_names import COCO_CLASSES
-from detectres.engine.checkpoint import load_checkpoint
+from detectres.config.safety import check_stored_config
+from detectres.data.coco_names import COCO_CLASSES
+from detectres.utils.file_io import load_checkpoint
 from detectres.weights.detectron2 import convert_detectron2, is_detectron2_state
 from detectres.weights.msra import MSRA_BGR_MEAN, MSRA_STD, convert_msra_resnet
 from detectres.weights.safe_pickle import safe_load_pickle
@@ -103,13 +104,22 @@ def read_weights(path: str, format: str | None = None) -> Weights:
         cls = state.get("roi_heads.box_predictor.cls_score.weight")
         names = list(COCO_CLASSES) if cls is not None and cls.shape[0] == len(COCO_CLASSES) + 1 else None
         return Weights(state, fmt, dict(CONVENTIONS[fmt]), class_names=names)
+    return read_detectres(obj, path)
+
+
+def read_detectres(obj: dict, path: str) -> Weights:
+    """A detectres checkpoint: its stored config and class names are checked as data first."""
     state = obj["model"] if isinstance(obj.get("model"), dict) else obj
+    config, names = obj.get("config"), obj.get("class_names")
+    if config is not None:
+        check_stored_config(config, path)
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise ValueError(f"{path}: class_names must be a list of strings, got {names!r:.80}")
     meta = dict(obj.get("meta") or {})
-    config = obj.get("config")
-    if config and "model" in config:
+    if config and isinstance(config.get("model"), dict):
         for key in ("input_format", "pixel_mean", "pixel_std"):
             meta.setdefault(key, config["model"].get(key))
-    return Weights(state, "detectres", meta, obj.get("class_names"), config)
+    return Weights(state, "detectres", meta, names, config)
 
 
 def model_conventions(model: nn.Module) -> dict:
@@ -177,11 +187,29 @@ def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor
     return {**report, "initialised": fresh}
 
 
+def with_aliases(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """``state_dict`` plus the copies the model asks for: a module's ``weight_aliases`` maps a prefix the
+    file lacks to one it has (a separate context branch starts from the file's res5)."""
+    out = dict(state_dict)
+    for name, module in model.named_modules():
+        base = f"{name}." if name else ""
+        for missing, present in getattr(module, "weight_aliases", {}).items():
+            dst, src = base + missing, base + present
+            if any(k.startswith(dst) for k in out):
+                continue
+            copies = {dst + k[len(src):]: v for k, v in out.items() if k.startswith(src)}
+            if copies:
+                logger.info("%s: %s initialised from %s (%d tensors)", source, dst.rstrip("."), src.rstrip("."),
+                            len(copies))
+                out.update(copies)
+    return out
+
+
 def load_weights_into(model: nn.Module, weights: Weights, *, strict: bool = True, source: str = "weights"):
     check_conventions(model, weights, source)
     expected_missing = ("rpn.", "roi_heads.box_predictor.") if weights.backbone_only else ()
-    return load_state_dict_checked(model, weights.state_dict, strict=strict, source=source,
-                                   expected_missing=expected_missing)
+    return load_state_dict_checked(model, with_aliases(model, weights.state_dict, source), strict=strict,
+                                   source=source, expected_missing=expected_missing)
 
 
 def load_model_weights(model: nn.Module, path: str, *, strict: bool = True, format: str | None = None):

@@ -3,11 +3,13 @@
 The global feature of each image is concatenated with the feature of every RoI in it before the
 class and box layers, so the predictor sees (R, 2D) instead of (R, D). ``shared=True`` runs the
 global box through the same res5 as the RoIs; ``shared=False`` gives it res5 weights of its own
-(initialised as a copy). Trained end to end like the rest of the head.
+(initialised as a copy; pretrained res5 weights fill both, see ``Res5ROIHeads.weight_aliases``).
+Trained end to end like the rest of the head.
 """
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -20,13 +22,12 @@ class GlobalContext(nn.Module):
         # A separate copy is registered as a child; the shared one is only referenced at call time.
         self.res5 = None if shared else copy.deepcopy(res5)
 
-    def forward(self, features: Tensor, image_sizes: list[tuple[int, int]], pool, res5: nn.Module,
-                memory_format: torch.memory_format) -> Tensor:
-        """(N, C, H, W) res4 features -> (N, D) global features, one per image."""
+    def forward(self, features: Tensor, image_sizes: list[tuple[int, int]], run_head: Callable[[Tensor, nn.Module], Tensor],
+                res5: nn.Module) -> Tensor:
+        """(N, C, H, W) res4 features -> (N, D) global features, one per image. ``run_head(boxes, res5)``
+        pools the per-image boxes and runs them through ``res5``."""
         whole = [torch.tensor([[0.0, 0.0, float(w), float(h)]], device=features.device) for h, w in image_sizes]
-        head = res5 if self.shared else self.res5
-        pooled = pool(features, whole).contiguous(memory_format=memory_format)
-        return head(pooled).mean(dim=(2, 3))
+        return run_head(whole, res5 if self.shared else self.res5)
 
 
 def concat_context(roi_features: Tensor, global_features: Tensor, counts: list[int]) -> Tensor:

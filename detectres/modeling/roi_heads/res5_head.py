@@ -1,29 +1,46 @@
 """The C4 RoI head: pool 14x14 from res4, run res5 per RoI, average-pool, predict.
 
-Shapes: N images, R RoIs, C res4 channels, K foreground classes, G ground-truth boxes.
+``forward`` is the training computation (losses); ``inference`` returns detections. Everything that
+turns scores and deltas into detections goes through :meth:`Res5ROIHeads.detections` (or its two
+halves ``class_boxes`` and ``merge_detections``), which refinement, multi-scale testing, image TTA
+and ensembles call too. Shapes: N images, R RoIs, C res4 channels, D feature size, K foreground
+classes, G ground-truth boxes.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 from detectres.modeling.box_coder import BoxCoder
+from detectres.modeling.losses import fast_rcnn_losses
 from detectres.modeling.matcher import Matcher
 from detectres.modeling.poolers import RoIPooler
+from detectres.modeling.postprocessing import class_scores_and_boxes, flatten_class_matrix, merge_detections
 from detectres.modeling.roi_heads.context import GlobalContext, concat_context
-from detectres.modeling.roi_heads.predictor import FastRCNNPredictor, fast_rcnn_inference, fast_rcnn_losses
+from detectres.modeling.roi_heads.predictor import FastRCNNPredictor
 from detectres.modeling.sampling import subsample_labels
 from detectres.structures.boxes import pairwise_iou
 
 
 class Res5ROIHeads(nn.Module):
+    """Args:
+        res5, out_channels, stride: the backbone's last stage, its width, and the stride of the
+            features RoIs are pooled from (given by the detector from its backbone).
+        pooler: a callable (Hydra partial) taking ``spatial_scale`` -> :class:`RoIPooler`.
+        score_thresh, nms_thresh, detections_per_image: what :meth:`detections` keeps.
+        context: None, "shared" or "separate" - the paper's global context (see context.py).
+    """
+
     def __init__(
         self,
         *,
         res5: nn.Module,
         out_channels: int,
         num_classes: int,
-        pooler: RoIPooler,
+        stride: int,
+        pooler: Callable[..., RoIPooler],
         matcher: Matcher,
         box_coder: BoxCoder,
         batch_size_per_image: int = 512,
@@ -35,11 +52,10 @@ class Res5ROIHeads(nn.Module):
         smooth_l1_beta: float = 0.0,
         context: str | None = None,
     ):
-        """``context``: None, "shared" or "separate" - the paper's global context (see context.py)."""
         super().__init__()
         if context not in (None, "shared", "separate"):
             raise ValueError(f"context must be null, 'shared' or 'separate', got {context!r}")
-        self.pooler = pooler
+        self.pooler = pooler(spatial_scale=1.0 / stride)
         self.res5 = res5
         self.context = GlobalContext(res5, shared=context == "shared") if context else None
         feature_dim = out_channels * (2 if context else 1)
@@ -56,49 +72,49 @@ class Res5ROIHeads(nn.Module):
         self.smooth_l1_beta = smooth_l1_beta
         self.memory_format = torch.contiguous_format  # the detector sets channels_last when it uses it
 
-    def box_features(self, features: Tensor, boxes: list[Tensor],
-                     image_sizes: list[tuple[int, int]] | None = None) -> Tensor:
-        """(N, C, H, W) res4 features and N lists of boxes -> (R, D) pooled res5 features
-        ((R, 2D) with global context, which needs ``image_sizes``)."""
-        x = self.res5(self.pooler(features, boxes).contiguous(memory_format=self.memory_format))
-        x = x.mean(dim=(2, 3))
+    @property
+    def roi_extent(self) -> float:
+        """The side, in input pixels, of the region one pooled RoI covers at its native scale
+        (14 x 16 = 224 for the paper's R-C4)."""
+        return self.pooler.output_size / self.pooler.spatial_scale
+
+    @property
+    def weight_aliases(self) -> dict[str, str]:
+        """State-dict prefixes filled from others when a weight file lacks them: a separate context
+        branch starts from the same pretrained res5 as the RoI branch."""
+        return {"context.res5.": "res5."} if self.context is not None and not self.context.shared else {}
+
+    # -- scoring boxes --------------------------------------------------------------------------
+    def run_res5(self, features: Tensor, boxes: list[Tensor], res5: nn.Module) -> Tensor:
+        """Pool ``boxes`` (N lists) from (N, C, H, W) features, run ``res5``, average: (R, D)."""
+        pooled = self.pooler(features, boxes).contiguous(memory_format=self.memory_format)
+        return res5(pooled).mean(dim=(2, 3))
+
+    def box_features(self, features: Tensor, boxes: list[Tensor], image_sizes: list[tuple[int, int]]) -> Tensor:
+        """(R, D) pooled res5 features ((R, 2D) with global context) for N lists of boxes."""
+        x = self.run_res5(features, boxes, self.res5)
         if self.context is None:
             return x
-        if image_sizes is None:
-            raise ValueError("global context needs the image sizes")
-        g = self.context(features, image_sizes, self.pooler, self.res5, self.memory_format)
+        g = self.context(features, image_sizes, lambda b, res5: self.run_res5(features, b, res5), self.res5)
         return concat_context(x, g, [len(b) for b in boxes])
 
     def forward_with_given_boxes(self, features: Tensor, boxes: list[Tensor],
-                                 image_sizes: list[tuple[int, int]] | None = None) -> tuple[Tensor, Tensor]:
+                                 image_sizes: list[tuple[int, int]]) -> tuple[Tensor, Tensor]:
         """Score and regress given boxes: logits (R, K+1), deltas (R, K*4)."""
         return self.box_predictor(self.box_features(features, boxes, image_sizes))
 
-    def forward(
-        self,
-        features: Tensor,
-        proposals: list[Tensor],
-        image_sizes: list[tuple[int, int]],
-        targets: list[dict] | None = None,
-    ) -> list[dict[str, Tensor]] | dict[str, Tensor]:
-        """Training: losses ``loss_cls``, ``loss_box_reg``. Inference: per-image detections."""
-        if self.training:
-            if targets is None:
-                raise ValueError("Res5ROIHeads in training mode needs targets")
-            return self.losses(features, proposals, targets, image_sizes)
-        return self.inference(features, proposals, image_sizes)
-
-    def losses(self, features: Tensor, proposals: list[Tensor], targets: list[dict],
-               image_sizes: list[tuple[int, int]]) -> dict[str, Tensor]:
+    # -- training ---------------------------------------------------------------------------------
+    def forward(self, features: Tensor, proposals: list[Tensor], image_sizes: list[tuple[int, int]],
+                targets: list[dict]) -> dict[str, Tensor]:
+        """Training: ``loss_cls`` and ``loss_box_reg`` on RoIs sampled from ``proposals`` per ``targets``."""
         boxes, classes, gt_boxes = self.label_and_sample(proposals, targets)
         logits, deltas = self.forward_with_given_boxes(features, boxes, image_sizes)
         return fast_rcnn_losses(logits, deltas, torch.cat(boxes), torch.cat(classes), torch.cat(gt_boxes),
                                 self.box_coder, self.smooth_l1_beta)
 
     @torch.no_grad()
-    def label_and_sample(
-        self, proposals: list[Tensor], targets: list[dict]
-    ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    def label_and_sample(self, proposals: list[Tensor], targets: list[dict]
+                         ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         """Per image: append ground truth, match at IoU 0.5, sample ``batch_size_per_image`` RoIs
         with at most ``positive_fraction`` foreground. Returns boxes, classes (K = background) and
         matched ground-truth boxes."""
@@ -109,11 +125,9 @@ class Res5ROIHeads(nn.Module):
                 props = torch.cat([props, gt.to(props.dtype)])
             matches, labels = self.matcher(pairwise_iou(gt, props))
             if gt.numel():
-                classes = gt_cls[matches].clone()
-                matched_gt = gt[matches]
+                classes, matched_gt = gt_cls[matches].clone(), gt[matches]
             else:
-                classes = torch.zeros_like(matches)
-                matched_gt = torch.zeros_like(props)
+                classes, matched_gt = torch.zeros_like(matches), torch.zeros_like(props)
             classes[labels == 0] = self.num_classes
             classes[labels == -1] = -1
             pos, neg = subsample_labels(classes, num_samples=self.batch_size_per_image,
@@ -125,14 +139,30 @@ class Res5ROIHeads(nn.Module):
             out_gt.append(matched_gt[idx])
         return out_boxes, out_classes, out_gt
 
+    # -- detections -------------------------------------------------------------------------------
+    def class_boxes(self, logits: Tensor, deltas: Tensor, boxes: Tensor, image_hw: tuple[int, int]
+                    ) -> tuple[Tensor, Tensor]:
+        """(R, K) class probabilities and (R, K, 4) class-specific boxes, clipped to ``image_hw``."""
+        return class_scores_and_boxes(logits, deltas, boxes, image_hw, self.box_coder)
+
+    def merge_detections(self, boxes: Tensor, scores: Tensor, classes: Tensor, *, nms_thresh: float | None = None,
+                         vote_thresh: float | None = None) -> dict[str, Tensor]:
+        """Flat candidates -> score > ``score_thresh``, per-class NMS (``nms_thresh`` unless given),
+        top ``detections_per_image``, optional box voting."""
+        return merge_detections(boxes, scores, classes, score_thresh=self.score_thresh,
+                                nms_thresh=self.nms_thresh if nms_thresh is None else nms_thresh,
+                                vote_thresh=vote_thresh, max_detections=self.detections_per_image)
+
+    def detections(self, logits: Tensor, deltas: Tensor, boxes: Tensor, image_hw: tuple[int, int]) -> dict[str, Tensor]:
+        """One image's detections from its scored boxes: ``pred_boxes`` (D, 4) in the pixels of
+        ``image_hw``, ``scores`` (D,), ``pred_classes`` (D,), best first."""
+        return self.merge_detections(*flatten_class_matrix(*self.class_boxes(logits, deltas, boxes, image_hw)))
+
     @torch.no_grad()
-    def inference(
-        self, features: Tensor, proposals: list[Tensor], image_sizes: list[tuple[int, int]]
-    ) -> list[dict[str, Tensor]]:
+    def inference(self, features: Tensor, proposals: list[Tensor], image_sizes: list[tuple[int, int]]
+                  ) -> list[dict[str, Tensor]]:
+        """Per-image detections in input pixels (see :meth:`detections`)."""
         logits, deltas = self.forward_with_given_boxes(features, proposals, image_sizes)
         counts = [p.shape[0] for p in proposals]
-        return [
-            fast_rcnn_inference(lg, dl, props, hw, self.box_coder, score_thresh=self.score_thresh,
-                                nms_thresh=self.nms_thresh, detections_per_image=self.detections_per_image)
-            for lg, dl, props, hw in zip(logits.split(counts), deltas.split(counts), proposals, image_sizes)
-        ]
+        return [self.detections(lg, dl, props, hw)
+                for lg, dl, props, hw in zip(logits.split(counts), deltas.split(counts), proposals, image_sizes)]

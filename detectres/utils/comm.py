@@ -1,4 +1,4 @@
-"""Multi-process training through ``torch.distributed``, started by ``torchrun`` (env:// rendezvous).
+"""Multi-process runs through ``torch.distributed``, started by ``torchrun`` (env:// rendezvous).
 
 ``torchrun`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR`` and
 ``MASTER_PORT``; without them everything here is a single process and every call is a no-op. NCCL

@@ -1,4 +1,5 @@
-"""Speed of detectres against the same C4 model assembled from torchvision's Faster R-CNN parts.
+"""The benchmark application (``tools/benchmark.py``): speed of detectres against the same C4 model
+assembled from torchvision's Faster R-CNN parts.
 
 Both models: ResNet-50 (stride on the 3x3, FrozenBN, stem + res2 frozen) cut after layer3/res4,
 15 anchors (sizes 32..512 x ratios 0.5/1/2), 14x14 RoIAlign, layer4/res5 + average pool as the box
@@ -8,14 +9,17 @@ Timings are interleaved so drift (thermal, other processes) hits both alike.
 """
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import time
 from collections import OrderedDict
 
+import cv2
 import numpy as np
 import torch
 import torchvision
+from omegaconf import DictConfig
 from torch import nn
 from torchvision.models.detection import FasterRCNN as TVFasterRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
@@ -23,9 +27,14 @@ from torchvision.models.detection.rpn import AnchorGenerator as TVAnchorGenerato
 from torchvision.ops import FrozenBatchNorm2d as TVFrozenBN
 from torchvision.ops import MultiScaleRoIAlign
 
-from detectres.config import build_model, compose_config
-from detectres.data.transforms import resize_shortest_edge
+from detectres.config import checkpoint_config, compose_config
+from detectres.data.coco_names import COCO_CLASSES
+from detectres.data.datasets.coco import COCODataset
+from detectres.data.image_io import read_image_file
 from detectres.modeling.backbones.norm import FrozenBatchNorm2d
+from detectres.modeling.build import build_model
+from detectres.utils.file_io import atomic_torch_save
+from detectres.utils.resize import resize_shortest_edge
 from detectres.weights.torchvision import IMAGENET_RGB_MEAN, IMAGENET_RGB_STD
 
 
@@ -93,9 +102,6 @@ def build_detectres_c4(channels_last: bool = True) -> nn.Module:
 
 def annotated_image(image_path: str, ann_file: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(HxWx3 BGR image, (G, 4) XYXY boxes, (G,) labels) of one image listed in a COCO file."""
-    from detectres.data.datasets.coco import COCODataset
-    from detectres.data.image_io import read_image_file
-
     dataset = COCODataset(image_dir=os.path.dirname(image_path), ann_file=ann_file)
     name = os.path.basename(image_path)
     image_id = next((i for i in dataset.image_ids if dataset.coco.imgs[i]["file_name"] == name), None)
@@ -143,7 +149,7 @@ def make_steps(ours: nn.Module, theirs: nn.Module, ours_in: dict, theirs_in: tup
     return {
         ("train", "detectres"): lambda: step(ours, opt_ours, lambda: ours([ours_in])),
         ("train", "torchvision"): lambda: step(theirs, opt_theirs, lambda: theirs([theirs_in[0]], [theirs_in[1]])),
-        ("inference", "detectres"): lambda: infer(ours, lambda: ours([ours_in])),
+        ("inference", "detectres"): lambda: infer(ours, lambda: ours.inference([ours_in])),
         ("inference", "torchvision"): lambda: infer(theirs, lambda: theirs([theirs_in[0]])),
     }
 
@@ -182,11 +188,57 @@ def run_benchmark(*, image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, 
 
 
 def count_proposals(model: nn.Module, infer) -> int:
-    """Proposals reaching the RoI head in one inference (both heads take them as 2nd argument)."""
+    """Proposals scored by the box predictor in one inference (one row of box features each, in both models)."""
     seen = []
-    handle = model.roi_heads.register_forward_pre_hook(lambda m, args: seen.append(len(args[1][0])))
+    handle = model.roi_heads.box_predictor.register_forward_pre_hook(lambda m, args: seen.append(len(args[0])))
     try:
         infer()
     finally:
         handle.remove()
     return seen[0]
+
+
+def main(cfg: DictConfig) -> dict:
+    """Print both models' figures and the two ratio lines; write ``benchmark.json`` to ``runtime.output_dir``."""
+    torch.set_num_threads(cfg.runtime.num_threads or os.cpu_count() or 1)
+    amp = bool(cfg.runtime.amp)
+    image, boxes, classes = annotated_image(cfg.image, cfg.ann_file)
+    print(f"{torch.__version__=} {torch.get_num_threads()=} device=cpu fp32={not amp}")
+    r = run_benchmark(image=image, boxes=boxes, classes=classes, min_size=cfg.min_size, max_size=cfg.max_size,
+                      rounds=cfg.rounds, warmup=cfg.warmup, amp=amp)
+    print(f"{'':<22}{'detectres':>12}{'torchvision':>13}")
+    print(f"{'train s/iter':<22}{r['train_detectres']:>12.3f}{r['train_torchvision']:>13.3f}")
+    print(f"{'inference s/img':<22}{r['inference_detectres']:>12.3f}{r['inference_torchvision']:>13.3f}")
+    print(f"train ratio detectres/torchvision: {r['train_ratio']:.2f}")
+    if cfg.runtime.output_dir:
+        os.makedirs(cfg.runtime.output_dir, exist_ok=True)
+        with open(os.path.join(cfg.runtime.output_dir, "benchmark.json"), "w") as f:
+            json.dump({**r, "min_size": cfg.min_size, "threads": torch.get_num_threads(), "amp": amp}, f, indent=2)
+    print(f"inference ratio detectres/torchvision: {r['inference_ratio']:.2f}")
+    return r
+
+
+def write_video(path: str, frames: int, size=(1280, 720), fps: float = 30.0) -> None:
+    """A synthetic street-like video: coloured boxes moving over a smooth background."""
+    rng = np.random.default_rng(0)
+    background = cv2.resize(rng.integers(0, 256, (9, 16, 3), dtype=np.uint8), size, interpolation=cv2.INTER_CUBIC)
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    for i in range(frames):
+        img = background.copy()
+        for k in range(6):
+            x = int((i * (3 + k) + 200 * k) % (size[0] - 160))
+            cv2.rectangle(img, (x, 80 + 100 * k), (x + 120, 160 + 100 * k), (40 * k, 200, 255 - 40 * k), -1)
+        writer.write(img)
+    writer.release()
+
+
+def write_demo_benchmark_inputs(out: str, frames: int) -> None:
+    """An R101-C4 checkpoint with the fixture's deterministic weights and a 720p video, in ``out``."""
+    os.makedirs(out, exist_ok=True)
+    cfg = compose_config("train", ["model=r101_c4", "data=coco"])
+    model = build_model(cfg.model, num_classes=80)
+    init_weights(model, seed=0)
+    atomic_torch_save({"model": model.state_dict(), "config": checkpoint_config(cfg), "class_names": list(COCO_CLASSES)},
+                      os.path.join(out, "r101_c4_random.pth"))
+    write_video(os.path.join(out, "street_720p.mp4"), frames)
+    print(f"wrote {out}/r101_c4_random.pth and {out}/street_720p.mp4 ({frames} frames, 1280x720)")

@@ -1,9 +1,10 @@
-"""What ``tools/check_data.py`` runs: load each split with the configured checks and report."""
+"""The data-check application (``tools/check_data.py``): load each split with the configured checks and
+report every problem."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 import os
+from dataclasses import asdict
 
 from omegaconf import DictConfig, OmegaConf
 

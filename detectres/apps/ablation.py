@@ -1,29 +1,29 @@
-"""The paper's ablation table (baseline, +refinement, +context, +multi-scale, +all) for trained models.
+"""The paper's ablation table (baseline, +refinement, +context, +multi-scale, +all) for trained models
+(``tools/ablation.py``).
 
 Multi-scale settings follow the paper relative to the model: scales 1/3, 2/3, 1, 4/3 and 5/3 of its
 test size (200..1000 around 600 in the paper), proposals from the test size, and the canonical RoI
-size = the pooled size in input pixels (14 x 16 = 224 in the paper).
+size = the pooled size in input pixels (14 x 16 = 224 in the paper; ``canonical_size=null``).
 """
 from __future__ import annotations
 
 import json
 import os
 
+from omegaconf import DictConfig
+
+from detectres.apps.evaluate import evaluate
 from detectres.config import compose_config
-from detectres.engine.launch import evaluate_from_config
 from detectres.weights import read_weights
 
 PAPER_SCALE_RATIOS = (1 / 3, 2 / 3, 1.0, 4 / 3, 5 / 3)
 
 
 def multiscale_overrides(checkpoint: str, group: str) -> list[str]:
-    cfg = read_weights(checkpoint).config
-    size = int(cfg["input"]["min_size_test"])
-    pooler = cfg["model"]["roi_heads"]["pooler"]
-    canonical = round(pooler["output_size"] / pooler["spatial_scale"])
+    size = int(read_weights(checkpoint).config["input"]["min_size_test"])
     scales = sorted({max(32, round(size * r)) for r in PAPER_SCALE_RATIOS})
     return [f"test={group}", f"test.multiscale.scales={scales}", f"test.multiscale.proposal_scale={size}",
-            f"test.multiscale.canonical_size={canonical}"]
+            "test.multiscale.canonical_size=null"]
 
 
 def ablation_rows(checkpoint: str, context_checkpoint: str) -> list[tuple[str, list[str]]]:
@@ -43,12 +43,17 @@ def format_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def run_ablation(checkpoint: str, context_checkpoint: str, output_dir: str, extra: list[str] = ()) -> dict:
-    results = {}
-    for name, overrides in ablation_rows(checkpoint, context_checkpoint):
-        row_overrides = [*overrides, *extra, f"output_dir={os.path.join(output_dir, name.strip('+'))}"]
-        print(f"== {name}: {' '.join(row_overrides)}")
-        results[name] = evaluate_from_config(compose_config("eval", row_overrides), row_overrides)
+def run_ablation(cfg: DictConfig) -> dict:
+    """Evaluate every row with the ablation's own runtime settings and ``overrides``; write
+    ``ablation.md`` and ``ablation.json`` into ``runtime.output_dir``."""
+    rt, output_dir, results = cfg.runtime, cfg.runtime.output_dir, {}
+    shared = [f"runtime.device={rt.device}", f"runtime.amp={rt.amp}", *list(cfg.overrides)]
+    if rt.num_threads is not None:
+        shared.append(f"runtime.num_threads={rt.num_threads}")
+    for name, overrides in ablation_rows(cfg.checkpoint, cfg.context_checkpoint):
+        row = [*overrides, *shared, f"runtime.output_dir={os.path.join(output_dir, name.strip('+'))}"]
+        print(f"== {name}: {' '.join(row)}")
+        results[name] = evaluate(compose_config("eval", row), row)
     table = format_table(results)
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "ablation.md"), "w") as f:

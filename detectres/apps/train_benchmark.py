@@ -1,19 +1,23 @@
-"""Training step time and peak accelerator memory of one model at several precisions.
+"""The training-step benchmark (``tools/train_benchmark.py``): step time and peak accelerator memory of
+one model at several precisions.
 
 Each precision gets a fresh model (same seed, the benchmark's deterministic weight rules) and runs
 :meth:`Trainer.run_step`, the step real training runs (loss scaling included for fp16).
 """
 from __future__ import annotations
 
+import json
+import os
 import statistics
 import time
 
 import torch
 from omegaconf import DictConfig
 
-from detectres.config import build_model
+from detectres.apps.benchmark import annotated_image, init_weights, sample_inputs
 from detectres.engine.trainer import Trainer
-from detectres.utils.benchmark import init_weights
+from detectres.modeling.build import build_model
+from detectres.utils.env import resolve_device
 
 MODES = {"fp32": False, "bf16": "bf16", "fp16": "fp16"}
 
@@ -51,3 +55,25 @@ def step_figures(*, model_cfg: DictConfig, batch: list[dict], mode: str, iters: 
         torch.cuda.empty_cache()
     return {"seconds_per_iter": statistics.median(times), "peak_memory_gib": peak,
             "total_loss": losses["total_loss"]}
+
+
+def main(cfg: DictConfig) -> dict:
+    """Print one line per precision; write ``train_benchmark.json`` to ``runtime.output_dir``."""
+    torch.set_num_threads(cfg.runtime.num_threads or os.cpu_count() or 1)
+    device = resolve_device(cfg.runtime.device)
+    image, boxes, classes = annotated_image(cfg.image, cfg.ann_file)
+    item, _ = sample_inputs(image, boxes, classes, cfg.min_size, cfg.max_size)
+    gpu = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
+    print(f"{gpu}; torch {torch.__version__}; input {tuple(item['image'].shape[1:])} x {cfg.batch} images")
+    figures = {}
+    for mode in cfg.modes:
+        f = step_figures(model_cfg=cfg.model, batch=[item] * cfg.batch, mode=mode, iters=cfg.iters,
+                         warmup=cfg.warmup, device=device)
+        figures[mode] = f
+        memory = f"{f['peak_memory_gib']:.2f} GiB" if f["peak_memory_gib"] is not None else "n/a (CPU)"
+        print(f"{mode:<5} {f['seconds_per_iter']:.4f} s/iter  peak memory {memory}  loss {f['total_loss']:.3f}")
+    if cfg.runtime.output_dir:
+        os.makedirs(cfg.runtime.output_dir, exist_ok=True)
+        with open(os.path.join(cfg.runtime.output_dir, "train_benchmark.json"), "w") as out:
+            json.dump({"device": gpu, "batch": cfg.batch, "min_size": cfg.min_size, **figures}, out, indent=2)
+    return figures

@@ -1,0 +1,245 @@
+"""The demo pipeline in three stages: a :class:`Reader` thread decodes and resizes ahead, the
+:class:`ModelStage` runs the model in the calling thread, a :class:`Writer` thread draws and hands
+frames to the sinks.
+
+Bounded queues keep memory flat on long videos; a single model stage keeps frames in order. Every
+way the pipeline ends (the source runs out, ``max_frames``, a window's quit key, Ctrl-C, SIGTERM, a
+stage that fails) goes through :meth:`Pipeline.shutdown`: stop reading, let the writer finish what it
+has, close every sink, so a video being written stays playable.
+"""
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import cv2
+import numpy as np
+
+from detectres.apps.demo.sources import Frame
+from detectres.utils.visualizer import draw_detections
+
+END = object()  # the last item a stage passes on
+
+
+@dataclass
+class PipelineStats:
+    read: int = 0
+    processed: int = 0
+    skipped: int = 0
+    skipped_names: list[str] = field(default_factory=list)
+    model_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def fps(self) -> float:
+        return self.processed / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    @property
+    def model_fps(self) -> float:
+        return self.processed / self.model_seconds if self.model_seconds > 0 else 0.0
+
+
+class Handoff:
+    """A bounded queue between two stages whose ``put`` gives up once the pipeline is stopping."""
+
+    def __init__(self, size: int, stop: threading.Event):
+        self.queue: queue.Queue = queue.Queue(maxsize=size)
+        self.stop = stop
+
+    def put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self):
+        return self.queue.get()
+
+    def put_end_while(self, alive: Callable[[], bool]) -> None:
+        """Hand over END, even while stopping, as long as the consumer is ``alive`` to take it."""
+        while alive():
+            try:
+                self.queue.put(END, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def drain_while(self, alive: Callable[[], bool]) -> None:
+        """Discard items so a producer blocked on a full queue can finish."""
+        while alive():
+            try:
+                self.queue.get(timeout=0.1)
+            except queue.Empty:
+                pass
+
+
+class Overlay:
+    """Draws the detections at or above ``score_thresh`` and the running FPS on a frame."""
+
+    def __init__(self, class_names: list[str], score_thresh: float = 0.5):
+        self.class_names = class_names
+        self.score_thresh = score_thresh
+
+    def __call__(self, image: np.ndarray, prediction: dict, fps: float) -> np.ndarray:
+        out = draw_detections(image, prediction["boxes"], prediction["scores"], prediction["labels"],
+                              self.class_names, self.score_thresh)
+        scale = max(0.4, min(out.shape[:2]) / 700)
+        text = f"{fps:5.1f} FPS"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        cv2.rectangle(out, (0, 0), (tw + 8, th + base + 8), (0, 0, 0), -1)
+        cv2.putText(out, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        return out
+
+
+def filter_prediction(prediction: dict, keep_labels: set[int] | None) -> dict:
+    """Only the detections whose label is in ``keep_labels`` (all when None)."""
+    if keep_labels is None:
+        return prediction
+    keep = np.array([int(label) in keep_labels for label in prediction["labels"]], dtype=bool)
+    return {"boxes": prediction["boxes"][keep], "scores": prediction["scores"][keep],
+            "labels": prediction["labels"][keep],
+            "class_names": [n for n, k in zip(prediction["class_names"], keep) if k]}
+
+
+class ModelStage:
+    """Runs ``predict`` on each prepared frame (in the calling thread) and keeps ``keep_labels`` only."""
+
+    def __init__(self, predict: Callable[[Any], dict], keep_labels: set[int] | None = None):
+        self.predict = predict
+        self.keep_labels = keep_labels
+
+    def __call__(self, prepared: Any) -> dict:
+        return filter_prediction(self.predict(prepared), self.keep_labels)
+
+
+class Reader(threading.Thread):
+    """Reads frames from ``source`` and runs ``prepare`` on them (e.g. the resize), ahead of the model."""
+
+    def __init__(self, source: Iterable[Frame], prepare: Callable[[np.ndarray], Any], out: Handoff,
+                 stats: PipelineStats, errors: list, max_frames: int = 0):
+        super().__init__(daemon=True, name="reader")
+        self.source, self.prepare, self.out = source, prepare, out
+        self.stats, self.errors, self.max_frames = stats, errors, max_frames
+
+    def run(self) -> None:
+        try:
+            for frame in self.source:
+                if self.out.stop.is_set() or (self.max_frames and self.stats.read >= self.max_frames):
+                    break
+                self.stats.read += 1
+                prepared = self.prepare(frame.image) if frame.image is not None else None
+                if not self.out.put((frame, prepared)):
+                    break
+        except BaseException as e:  # surfaced in the main thread
+            self.errors.append(e)
+        finally:
+            self.out.queue.put(END)
+
+
+class Writer(threading.Thread):
+    """Draws each prediction on its frame with ``overlay`` and hands the frames, in order, to the sinks."""
+
+    def __init__(self, inbox: Handoff, sinks: list, overlay: Callable[[np.ndarray, dict, float], np.ndarray],
+                 errors: list):
+        super().__init__(daemon=True, name="writer")
+        self.inbox, self.sinks, self.overlay, self.errors = inbox, sinks, overlay, errors
+
+    def run(self) -> None:
+        try:
+            while (item := self.inbox.get()) is not END:
+                frame, prediction, fps = item
+                image = self.overlay(frame.image, prediction, fps)
+                for sink in self.sinks:
+                    sink.write(frame, image)
+        except BaseException as e:
+            self.errors.append(e)
+            self.inbox.stop.set()
+
+
+class _Interrupt:
+    """Turns SIGTERM into KeyboardInterrupt while the pipeline runs (main thread only)."""
+
+    def __enter__(self):
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
+class Pipeline:
+    """Reader -> model -> writer over ``source`` into ``sinks``; :meth:`run` returns the stats.
+
+    ``prepare`` (e.g. the resize) runs in the reader thread, so only ``model`` is on the critical path.
+    ``should_stop`` is asked after every frame (a window's quit key).
+    """
+
+    def __init__(self, source: Iterable[Frame], model: Callable[[Any], dict], sinks: list, *,
+                 overlay: Callable[[np.ndarray, dict, float], np.ndarray],
+                 prepare: Callable[[np.ndarray], Any] = lambda image: image, max_frames: int = 0,
+                 queue_size: int = 8, should_stop: Callable[[], bool] = lambda: False):
+        self.stats, self.errors, self.stop = PipelineStats(), [], threading.Event()
+        self.model, self.sinks, self.should_stop = model, sinks, should_stop
+        self.read_q, self.write_q = Handoff(queue_size, self.stop), Handoff(queue_size, self.stop)
+        self.reader = Reader(source, prepare, self.read_q, self.stats, self.errors, max_frames)
+        self.writer = Writer(self.write_q, sinks, overlay, self.errors)
+
+    def run(self) -> PipelineStats:
+        self.reader.start()
+        self.writer.start()
+        t0 = time.perf_counter()
+        try:
+            with _Interrupt():
+                self.run_model(t0)
+        except KeyboardInterrupt:
+            self.stats.interrupted = True
+        finally:
+            self.shutdown()
+            self.stats.wall_seconds = time.perf_counter() - t0
+        if self.errors:
+            raise self.errors[0]
+        return self.stats
+
+    def run_model(self, t0: float) -> None:
+        """The model stage: prepared frames in, predictions out to the writer, in order."""
+        while not self.stop.is_set():
+            item = self.read_q.get()
+            if item is END:
+                return
+            frame, prepared = item
+            if frame.image is None:
+                self.stats.skipped += 1
+                self.stats.skipped_names.append(frame.name)
+                continue
+            m0 = time.perf_counter()
+            prediction = self.model(prepared)
+            now = time.perf_counter()
+            self.stats.model_seconds += now - m0
+            self.stats.processed += 1
+            if not self.write_q.put((frame, prediction, self.stats.processed / (now - t0))) or self.should_stop():
+                return
+
+    def shutdown(self) -> None:
+        """Stop reading, let the writer finish the frames it has, close every sink."""
+        self.stop.set()
+        self.write_q.put_end_while(self.writer.is_alive)
+        self.writer.join()
+        self.read_q.drain_while(self.reader.is_alive)  # unblock a reader waiting on a full queue
+        for sink in self.sinks:
+            sink.close()

@@ -1,0 +1,71 @@
+"""The evaluation application (``tools/test_net.py``): a checkpoint, or a config plus weights, scored on
+the validation split, with the test-time procedure ``test=baseline|refine|multiscale|tta|paper`` or an
+ensemble. Under ``torchrun`` each rank evaluates its share and rank 0 scores and writes."""
+from __future__ import annotations
+
+import os
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from detectres.data.build import build_dataset
+from detectres.data.loader import build_test_loader
+from detectres.evaluation.evaluator import build_evaluator, evaluate_detector
+from detectres.evaluation.report import draw_dataset_predictions, print_summary, write_eval_json
+from detectres.modeling.ensemble import EnsembleDetector
+from detectres.utils.comm import get_rank, get_world_size, init_distributed, is_main_process, shutdown_distributed
+from detectres.utils.env import set_threads
+from detectres.weights.restore import RestoredModel, build_restored, restore_config, restore_model
+
+
+def evaluate(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Evaluate ``checkpoint=PATH`` (its stored config is the recipe) or ``model.weights=PATH`` (with
+    the composed config); ``overrides`` are the command line's, carried onto a checkpoint's recipe."""
+    init_distributed(cfg.runtime.dist_timeout_s, device=cfg.runtime.device)
+    try:
+        return evaluate_process(cfg, overrides)
+    finally:
+        shutdown_distributed()
+
+
+def test_time_model(composed: DictConfig, restored: RestoredModel, overrides) -> nn.Module:
+    """The restored detector inside the configured test-time procedure, or an ensemble with the
+    checkpoints ``ensemble`` lists (each restored the same way)."""
+    cfg = restored.config
+    if cfg.ensemble:
+        if any(cfg.test[k] is not None for k in ("refine", "multiscale", "tta")):
+            raise ValueError("ensemble= works with test=baseline only")
+        members = [restore_model(composed, overrides, checkpoint=path, class_names=restored.class_names).model
+                   for path in cfg.ensemble]
+        return EnsembleDetector([restored.model, *members])
+    return instantiate(cfg.test)(model=restored.model, min_size=cfg.input.min_size_test,
+                                 max_size=cfg.input.max_size_test, interpolation=cfg.input.interpolation)
+
+
+def evaluate_process(composed: DictConfig, overrides) -> dict:
+    if not composed.checkpoint and not composed.model.weights:
+        raise ValueError("nothing to evaluate: pass checkpoint=PATH (a detectres checkpoint) or "
+                         "model=NAME model.weights=PATH")
+    cfg, weights, source = restore_config(composed, overrides, checkpoint=composed.checkpoint)
+    output_dir = cfg.runtime.output_dir or os.path.join(os.path.dirname(os.path.abspath(source)), "eval")
+    set_threads(cfg.runtime.num_threads, cfg.data.num_workers)
+    # test-time procedures pick their own sizes from the original images; ensembles take resized ones
+    dataset = build_dataset(cfg, "val", resize=bool(cfg.ensemble))
+    class_names = weights.class_names or dataset.class_names
+    if list(class_names) != list(dataset.class_names):
+        raise ValueError(f"{source} was trained on classes {class_names} but {dataset.name} "
+                         f"lists {dataset.class_names}")
+    model = test_time_model(composed, build_restored(cfg, weights, source, class_names=class_names), overrides)
+    loader = build_test_loader(dataset, num_workers=cfg.data.num_workers, rank=get_rank(), world_size=get_world_size())
+    results = evaluate_detector(model, loader, build_evaluator(cfg.data, dataset), output_dir,
+                                autocast=cfg.runtime.amp)
+    if not is_main_process():
+        return results
+    write_eval_json(results, os.path.join(output_dir, "eval.json"))
+    print_summary(results)
+    print(f"{results['seconds_per_image']:.4f} s/image; wrote {os.path.join(output_dir, 'eval.json')} and the "
+          f"detections beside it")
+    if cfg.vis_images:
+        draw_dataset_predictions(model, dataset, os.path.join(output_dir, "vis"), cfg.vis_images)
+    return results

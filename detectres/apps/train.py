@@ -1,0 +1,95 @@
+"""The training application (``tools/train_net.py``): datasets, model, solver and hooks, then the loop;
+it evaluates (every ``solver.eval_period`` and at the end) and draws a few validation images.
+
+Under ``torchrun`` every rank runs this; rank 0 alone writes checkpoints, metrics and images.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from detectres.config import checkpoint_config
+from detectres.data.build import build_datasets
+from detectres.data.loader import SkippedImageCounter, build_test_loader, build_train_loader
+from detectres.engine.checkpoint import Checkpointer
+from detectres.engine.hooks import LRScheduler, PeriodicCheckpointer, PeriodicEval, ProgressLogger
+from detectres.engine.trainer import Trainer, wrap_distributed
+from detectres.evaluation.evaluator import build_evaluator, evaluate_detector
+from detectres.evaluation.report import draw_dataset_predictions, print_summary, write_eval_json
+from detectres.utils.amp import grad_scaler
+from detectres.utils.comm import init_distributed, shutdown_distributed
+from detectres.utils.env import configure_determinism, seed_everything, set_threads
+from detectres.utils.events import MetricsWriter
+from detectres.weights.restore import restore_model
+
+logger = logging.getLogger("detectres")
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train as ``cfg`` says; returns the final evaluation results (percent)."""
+    rank, world = init_distributed(cfg.runtime.dist_timeout_s, device=cfg.runtime.device)
+    try:
+        return train_process(cfg, rank, world)
+    finally:
+        shutdown_distributed()
+
+
+def evaluation_hook(cfg: DictConfig, model, val_set, rank: int, world: int, writer: MetricsWriter) -> PeriodicEval:
+    """Evaluation on the validation split every ``solver.eval_period`` iterations and at the end;
+    rank 0 writes ``eval.json`` and prints the summary."""
+    out = cfg.runtime.output_dir
+    loader = build_test_loader(val_set, num_workers=cfg.data.num_workers, rank=rank, world_size=world)
+
+    def run_eval() -> dict:
+        results = evaluate_detector(model, loader, build_evaluator(cfg.data, val_set), os.path.join(out, "inference"),
+                                    autocast=cfg.runtime.amp)
+        if rank == 0:
+            write_eval_json(results, os.path.join(out, "eval.json"))
+            print_summary(results)
+        return results
+
+    return PeriodicEval(run_eval, cfg.solver.eval_period, writer)
+
+
+def train_process(cfg: DictConfig, rank: int, world: int) -> dict:
+    if rank > 0:
+        logging.getLogger().setLevel(logging.WARNING)  # one copy of the log
+    s, out = cfg.solver, cfg.runtime.output_dir
+    configure_determinism(cfg.runtime.deterministic)
+    seed_everything(cfg.seed + rank)
+    threads = set_threads(cfg.runtime.num_threads, cfg.data.num_workers)
+    train_set, val_set = build_datasets(cfg)
+    model = restore_model(cfg, class_names=train_set.class_names, strict=cfg.strict_weights).model
+    optimizer = instantiate(s.optimizer)(model)
+    scheduler = instantiate(s.lr_scheduler)(optimizer)
+    scaler = grad_scaler(cfg.runtime.amp, model.device.type)
+    checkpointer = Checkpointer(out, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                                extra={"config": checkpoint_config(cfg), "class_names": train_set.class_names})
+    start_iter = checkpointer.resume() if cfg.resume else 0
+    if start_iter:
+        logger.info("resuming from %s at iteration %d", checkpointer.last_checkpoint(), start_iter)
+    writer = MetricsWriter(out, enabled=rank == 0)
+    evaluator = evaluation_hook(cfg, model, val_set, rank, world, writer)
+    hooks = [LRScheduler(scheduler), PeriodicCheckpointer(checkpointer, s.checkpoint_period), evaluator]
+    if rank == 0:
+        hooks.append(ProgressLogger(writer, period=cfg.log_period))
+    logger.info("training on %s (%d threads%s) for %d iterations, %d images per batch; output in %s",
+                model.device.type, threads, f", {world} processes" if world > 1 else "", s.max_iter, s.ims_per_batch,
+                out)
+    batches = SkippedImageCounter(build_train_loader(train_set, batch_size=s.ims_per_batch, seed=cfg.seed,
+                                                     num_workers=cfg.data.num_workers, rank=rank, world_size=world,
+                                                     start_iter=start_iter))
+    trainer = Trainer(model=wrap_distributed(model, cfg.sync_bn), optimizer=optimizer, data_loader=batches,
+                      max_iter=s.max_iter, hooks=hooks, amp=cfg.runtime.amp, clip_grad_norm=s.clip_grad_norm,
+                      max_nonfinite_steps=s.max_nonfinite_steps, scaler=scaler)
+    try:
+        trainer.train(start_iter)
+    finally:
+        writer.close()
+        batches.report()
+    if cfg.vis_images and rank == 0:
+        draw_dataset_predictions(model, val_set, os.path.join(out, "vis"), cfg.vis_images)
+    return evaluator.last_results or {}

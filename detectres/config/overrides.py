@@ -1,0 +1,34 @@
+"""Carry command-line overrides onto a config that did not come from the command line (a checkpoint's).
+
+The one override mechanism: Hydra composes the project's config with the overrides (checking every
+key and group choice), and :func:`carry_overrides` copies the overridden nodes from that composed
+config onto the other one.
+"""
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def override_key(text: str) -> str:
+    """``model.rpn.x=3`` -> ``model.rpn.x``; ``+a=1`` -> ``a``; ``~a.b`` -> ``a.b``; ``data=coco8`` -> ``data``."""
+    return text.split("=", 1)[0].lstrip("+~")
+
+
+def carry_overrides(base: DictConfig, composed: DictConfig, overrides: list[str] | tuple[str, ...]) -> DictConfig:
+    """``base`` with each of ``overrides`` taken from ``composed`` (where Hydra already applied and checked
+    them): ``key=value`` copies ``composed.key``, a group choice such as ``data=coco8`` the whole node,
+    and ``~key`` deletes the key."""
+    out = OmegaConf.create(OmegaConf.to_container(base, resolve=False))
+    for text in overrides:
+        key = override_key(text)
+        if key.startswith("hydra."):
+            continue
+        if text.startswith("~"):
+            parent, _, last = key.rpartition(".")
+            node = OmegaConf.select(out, parent) if parent else out
+            if node is not None and last in node:
+                del node[last]
+            continue
+        value = OmegaConf.select(composed, key, throw_on_missing=False)
+        OmegaConf.update(out, key, value, merge=False, force_add=True)
+    return out

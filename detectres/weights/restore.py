@@ -1,0 +1,97 @@
+"""The one way a weight file becomes a model: a detectres checkpoint (its stored config is the recipe),
+or a config plus weights in any supported format, with command-line overrides on top.
+
+Used by training (``model.weights``), evaluation, prediction, the demo and the Python API. A
+checkpoint's config is data: :func:`read_weights` checks it (:mod:`detectres.config.safety`) before
+anything is built, and only its recipe nodes (``model``, ``input``, ``data``) are taken from it. The
+``runtime`` node (device, threads, precision, output folder) and the tool's own keys always come from
+the caller's config.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from detectres.config import CONFIG_FORMAT, carry_overrides
+from detectres.data.build import dataset_class_names
+from detectres.modeling.build import build_model
+from detectres.utils.env import resolve_device
+from detectres.weights.loading import Weights, load_weights_into, read_weights
+
+RECIPE_NODES = ("model", "input", "data")
+
+
+@dataclass
+class RestoredModel:
+    """A built model with its weights loaded, on the runtime device; ``config`` is the recipe it was
+    built from plus the caller's runtime and tool keys."""
+
+    model: nn.Module
+    config: DictConfig
+    class_names: list[str]
+    source: str | None
+
+
+def upgrade_stored_config(config: dict) -> dict:
+    """A config stored by an older detectres in today's form (format 1: the anchor stride and the RoI
+    pooler's spatial scale were written in the config; today the backbone supplies them)."""
+    if config.get("config_format", 1) >= CONFIG_FORMAT:
+        return config
+    config = copy.deepcopy(config)
+    model = config.get("model") or {}
+    for parent, child, key in (("rpn", "anchor_generator", "stride"), ("roi_heads", "pooler", "spatial_scale")):
+        node = (model.get(parent) or {}).get(child)
+        if isinstance(node, dict):
+            node.pop(key, None)
+            node["_partial_"] = True
+    if isinstance(config.get("data"), dict):
+        config["data"].setdefault("class_names", None)
+    return config
+
+
+def config_from_checkpoint(cfg: DictConfig, overrides: list[str] | tuple[str, ...], checkpoint: str
+                           ) -> tuple[DictConfig, Weights]:
+    """The checkpoint's recipe nodes in place of ``cfg``'s, then the command-line ``overrides``
+    (already applied to ``cfg`` by Hydra) carried over on top."""
+    weights = read_weights(checkpoint)
+    if not weights.config:
+        raise ValueError(f"{checkpoint} carries no config: pass model=NAME model.weights={checkpoint} "
+                         "instead of checkpoint=")
+    stored = upgrade_stored_config(weights.config)
+    merged = OmegaConf.to_container(cfg, resolve=False)
+    merged.update({node: stored[node] for node in RECIPE_NODES if node in stored})
+    return carry_overrides(OmegaConf.create(merged), cfg, overrides), weights
+
+
+def restore_config(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), *, checkpoint: str | None = None
+                   ) -> tuple[DictConfig, Weights | None, str | None]:
+    """(config, weights, their path) for ``checkpoint`` (a detectres checkpoint) or ``cfg.model.weights``
+    (any supported format, with ``cfg`` itself as the recipe); no weights when neither is given."""
+    if checkpoint:
+        merged, weights = config_from_checkpoint(cfg, overrides, checkpoint)
+        return merged, weights, checkpoint
+    if cfg.model.weights:
+        return cfg, read_weights(cfg.model.weights), cfg.model.weights
+    return cfg, None, None
+
+
+def build_restored(cfg: DictConfig, weights: Weights | None, source: str | None, *,
+                   class_names: list[str] | None = None, strict: bool = True) -> RestoredModel:
+    """Build ``cfg.model`` for ``class_names`` (else the weights', else the data config's), load
+    ``weights`` (strictly unless told otherwise) and move it to ``cfg.runtime.device``."""
+    names = list(class_names or (weights.class_names if weights else None) or dataset_class_names(cfg.data))
+    model = build_model(cfg.model, num_classes=len(names))
+    if weights is not None:
+        load_weights_into(model, weights, strict=strict, source=source)
+    model.to(resolve_device(cfg.runtime.device))
+    return RestoredModel(model, cfg, names, source)
+
+
+def restore_model(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), *, checkpoint: str | None = None,
+                  class_names: list[str] | None = None, strict: bool = True) -> RestoredModel:
+    """:func:`restore_config` then :func:`build_restored`."""
+    merged, weights, source = restore_config(cfg, overrides, checkpoint=checkpoint)
+    return build_restored(merged, weights, source, class_names=class_names, strict=strict)
