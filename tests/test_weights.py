@@ -176,3 +176,39 @@ def test_convert_weights_tool_writes_a_runnable_checkpoint(tmp_path):
 
     det = Detector.from_checkpoint(str(dst), device="cpu")
     assert torch.equal(det.model.state_dict()["rpn.head.conv.weight"], src.state_dict()["rpn.head.conv.weight"])
+
+
+def test_imagenet_res5_fills_both_branches_of_a_separate_context_head(tmp_path):
+    """The global-context branch has res5 weights of its own; ImageNet weights must start it too."""
+    from detectres.modeling.backbones.resnet import ResNet
+
+    arch = {"stem_channels": 8, "widths": [16, 32, 64, 128], "num_blocks": [1, 2, 1, 1]}
+    src = ResNet(depth=50, freeze_at=0, **arch).eval()
+    for m in src.modules():
+        if hasattr(m, "running_var") and m.running_var.dim() == 1:
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.normal_()
+            m.running_mean.zero_()
+            m.running_var.fill_(1.0 - FROZEN_BN_EPS)
+    path = tmp_path / "R-tiny.pkl"
+    with open(path, "wb") as f:
+        pickle.dump(caffe2_blobs_from(src), f, protocol=2)
+    cfg = compose_config("train", ["model=r50_c4", "model.roi_heads.context=separate",
+                                   *[f"model.backbone.{k}={v}" for k, v in arch.items()]])
+    model = build_model(cfg.model, num_classes=3)
+    report = load_model_weights(model, str(path))  # strict: nothing of the backbone may be left out
+    assert report["missing"] == [] and report["shape_mismatch"] == []
+    heads = model.roi_heads
+    assert heads.context.res5 is not heads.res5
+    for (name, ours), (_, context), (_, file) in zip(heads.res5.state_dict().items(),
+                                                     heads.context.res5.state_dict().items(),
+                                                     src.res5.state_dict().items()):
+        assert torch.equal(ours, file) and torch.equal(context, file), name
+    # a checkpoint trained with its own context branch keeps it (the alias only fills what is missing)
+    trained = {k: v.clone() for k, v in model.state_dict().items()}
+    trained["roi_heads.context.res5.0.conv1.weight"] += 1.0
+    model.load_state_dict(trained)
+    from detectres.weights.loading import with_aliases
+
+    assert torch.equal(with_aliases(model, trained, "x")["roi_heads.context.res5.0.conv1.weight"],
+                       trained["roi_heads.context.res5.0.conv1.weight"])

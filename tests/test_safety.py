@@ -1,0 +1,166 @@
+"""A checkpoint's stored config is data, never code: a crafted file that would make Hydra import and
+call something is refused, naming the key, before anything is built - through every entry point."""
+import copy
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from detectres import Detector
+from detectres.apps.demo.app import run_demo
+from detectres.apps.evaluate import evaluate
+from detectres.apps.predict import predict
+from detectres.apps.train import train
+from detectres.config import PROJECT_ROOT, UnsafeConfigError, check_stored_config, checkpoint_config, compose_config
+from detectres.modeling.build import build_model
+
+MARKER = "pwned.txt"
+
+
+def evil_node(marker) -> dict:
+    """Instantiating this creates ``marker``: what an attacker's node would do instead."""
+    return {"_target_": "builtins.open", "file": str(marker), "mode": "w"}
+
+
+# where the crafted node goes, and the key the refusal must name
+CRAFTS = {
+    "model": (lambda c, m: c["model"].update(backbone=evil_node(m)), "model.backbone._target_"),
+    "dataset": (lambda c, m: c["data"]["val"].update(checks=evil_node(m)), "data.val.checks._target_"),
+    "generator": (lambda c, m: c["data"].update(generate=evil_node(m)), "data.generate._target_"),
+    "evaluator": (lambda c, m: c["data"]["evaluator"].update(metric=evil_node(m)), "data.evaluator.metric._target_"),
+    "test_time": (lambda c, m: c.update(test={"_target_": "detectres.modeling.tta.TestTimeDetector",
+                                             "_partial_": True, "refine": evil_node(m)}), "test.refine._target_"),
+    "args": (lambda c, m: c["model"].update(backbone={"_target_": "builtins.open", "_args_": [str(m), "w"]}),
+             "model.backbone"),
+    "resolver": (lambda c, m: c["model"].update(
+        backbone=f"${{oc.create:{{_target_: builtins.open, file: '{m}', mode: w}}}}"), "model.backbone: interpolation"),
+    "interpolated_target": (lambda c, m: c["model"]["backbone"].update(_target_="${data.name}")
+                            or c["data"].update(name="builtins.open"), "model.backbone._target_"),
+}
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory, shapes_overrides):
+    """A real quickstart checkpoint (untrained weights) for the tiny shapes set: config, classes, weights."""
+    folder = tmp_path_factory.mktemp("good")
+    cfg = compose_config("train", [*shapes_overrides, f"runtime.output_dir={folder}"])
+    model = build_model(cfg.model, num_classes=3)
+    state = {"model": model.state_dict(), "config": checkpoint_config(cfg),
+             "class_names": ["circle", "rectangle", "triangle"], "iteration": 0}
+    torch.save(state, folder / "model_final.pth")
+    return state, folder
+
+
+def crafted(good, folder, kind) -> tuple[str, str]:
+    """(path of a checkpoint whose config carries the ``kind`` attack, marker path)."""
+    state, _ = good
+    evil = copy.deepcopy(state)
+    marker = folder / MARKER
+    CRAFTS[kind][0](evil["config"], marker)
+    path = folder / f"evil_{kind}.pth"
+    torch.save(evil, path)
+    return str(path), str(marker)
+
+
+def one_image(folder) -> str:
+    path = str(folder / "frame.png")
+    cv2.imwrite(path, np.zeros((32, 32, 3), np.uint8))
+    return path
+
+
+def run_entry(entry, path, folder, shapes_overrides):
+    """Use the crafted ``path`` through one of the ways a user restores a model."""
+    out = f"runtime.output_dir={folder / 'out'}"
+    if entry == "python_api":
+        return Detector.from_checkpoint(path, device="cpu")
+    if entry == "predict":
+        overrides = [f"checkpoint={path}", out]
+        return predict(compose_config("predict", overrides), overrides)
+    if entry == "test_net":
+        overrides = [f"checkpoint={path}", out]
+        return evaluate(compose_config("eval", overrides), overrides)
+    if entry == "demo":
+        overrides = [f"checkpoint={path}", f"source={one_image(folder)}", f"output={folder / 'frames'}",
+                     "display=false"]
+        return run_demo(compose_config("demo", overrides), overrides)
+    if entry == "model_weights":
+        return train(compose_config("train", [*shapes_overrides, f"model.weights={path}", out, "solver.max_iter=1"]))
+    if entry == "resume":
+        os.makedirs(folder / "out", exist_ok=True)
+        os.replace(path, folder / "out" / "model_0000001.pth")
+        (folder / "out" / "last_checkpoint").write_text("model_0000001.pth")
+        return train(compose_config("train", [*shapes_overrides, out, "resume=true", "solver.max_iter=3"]))
+    raise ValueError(entry)
+
+
+ENTRIES = ["python_api", "predict", "test_net", "demo", "model_weights", "resume"]
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.parametrize("kind", sorted(CRAFTS))
+def test_crafted_checkpoint_is_refused_everywhere(good, tmp_path, shapes_overrides, entry, kind):
+    path, marker = crafted(good, tmp_path, kind)
+    with pytest.raises(UnsafeConfigError, match=rf"refusing .*evil_{kind}\.pth|refusing .*model_0000001\.pth") as err:
+        run_entry(entry, path, tmp_path, shapes_overrides)
+    assert CRAFTS[kind][1] in str(err.value)
+    assert not os.path.exists(marker)
+
+
+def test_the_attacks_are_real_without_the_check(good, tmp_path, monkeypatch):
+    """Without the check, the crafted model node runs its code while the model is rebuilt: the test
+    above would catch a restore path that skipped it."""
+    import detectres.weights.loading as loading
+
+    monkeypatch.setattr(loading, "check_stored_config", lambda config, source: None)
+    path, marker = crafted(good, tmp_path, "model")
+    with pytest.raises(Exception):
+        Detector.from_checkpoint(path, device="cpu")
+    assert os.path.exists(marker)
+    os.remove(marker)
+    path, marker = crafted(good, tmp_path, "resolver")
+    with pytest.raises(Exception):
+        Detector.from_checkpoint(path, device="cpu")
+    assert os.path.exists(marker)
+
+
+def test_the_project_own_configs_pass_and_a_good_checkpoint_restores(good):
+    from detectres.config import CONFIG_DIR
+
+    state, folder = good
+    for name in ("train", "eval", "predict"):
+        check_stored_config(checkpoint_config(compose_config(name, ["runtime.output_dir=x"])), name)
+    det = Detector.from_checkpoint(str(folder / "model_final.pth"), device="cpu")
+    assert det.class_names == ["circle", "rectangle", "triangle"]
+    # every _target_ in the project's YAML is on the allowlist
+    from detectres.config.safety import ALLOWED_TARGETS
+
+    targets = set()
+    for root, _, files in os.walk(CONFIG_DIR):
+        for f in files:
+            targets.update(line.split(":", 1)[1].strip() for line in open(os.path.join(root, f))
+                           if line.strip().startswith("_target_:"))
+    assert targets <= ALLOWED_TARGETS and len(targets) == len(ALLOWED_TARGETS)
+
+
+@pytest.mark.parametrize("tool", ["test_net", "predict", "demo", "resume"])
+def test_tools_refuse_with_the_key_named(good, tmp_path, shapes_overrides, tool):
+    path, marker = crafted(good, tmp_path, "model")
+    script = {"test_net": "tools/test_net.py", "predict": "tools/predict.py", "demo": "demo/demo.py",
+              "resume": "tools/train_net.py"}[tool]
+    args = {"test_net": [f"checkpoint={path}"], "predict": [f"checkpoint={path}"],
+            "demo": [f"checkpoint={path}", f"source={one_image(tmp_path)}", f"output={tmp_path / 'o'}",
+                     "display=false"],
+            "resume": [*shapes_overrides, f"runtime.output_dir={tmp_path / 'run'}", "resume=true"]}[tool]
+    if tool == "resume":
+        os.makedirs(tmp_path / "run")
+        os.replace(path, tmp_path / "run" / "model_0000001.pth")
+        (tmp_path / "run" / "last_checkpoint").write_text("model_0000001.pth")
+    res = subprocess.run([sys.executable, str(PROJECT_ROOT / script), *args], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert res.returncode != 0
+    assert "refusing" in res.stderr and "model.backbone._target_" in res.stderr, res.stderr[-2000:]
+    assert not os.path.exists(marker)
