@@ -1,7 +1,16 @@
-"""Write any supported weight file as a detectres checkpoint (``tools/convert_weights.py``)."""
+"""The conversion application (``tools/convert_weights.py``): write any supported weight file as a
+detectres checkpoint.
+
+    python tools/convert_weights.py SRC DST --format {torchvision,msra,detectron2} [--model r101_c4]
+
+Backbone files (torchvision, msra) load with ``model.weights=DST`` to train from ImageNet; Detectron2
+detector files also carry their config and class names (``tools/test_net.py checkpoint=DST``).
+"""
 from __future__ import annotations
 
+import argparse
 import re
+import sys
 
 from detectres.config import checkpoint_config, compose_config
 from detectres.utils.file_io import atomic_torch_save
@@ -42,3 +51,23 @@ def convert_file(src: str, dst: str, fmt: str, model: str | None = None) -> dict
         out["config"] = checkpoint_config(compose_config("train", overrides))
     atomic_torch_save(out, dst)
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Convert torchvision / MSRA / Detectron2 weights into a detectres "
+                                            "checkpoint.")
+    p.add_argument("src", help="the file to convert (.pth or .pkl)")
+    p.add_argument("dst", help="where to write the detectres checkpoint (.pth)")
+    p.add_argument("--format", required=True, choices=FORMATS[1:], help="the format of SRC")
+    p.add_argument("--model", default=None, help="model config name (default: from the weights, e.g. r50_c4)")
+    a = p.parse_args(argv)
+    try:
+        out = convert_file(a.src, a.dst, a.format, a.model)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"convert_weights: {e}", file=sys.stderr)
+        return 1
+    n = sum(t.numel() for t in out["model"].values())
+    kind = "backbone" if out["meta"]["backbone_only"] else "detector"
+    print(f"wrote {a.dst}: {len(out['model'])} tensors ({n:,} elements), {kind} weights for model={out['model_name']}, "
+          f"input {out['meta']['input_format']} mean {out['meta']['pixel_mean']} std {out['meta']['pixel_std']}")
+    return 0
