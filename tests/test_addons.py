@@ -7,8 +7,14 @@ from detectres.config import compose_config
 from detectres.modeling.build import build_model
 from detectres.modeling.ensemble import EnsembleDetector
 from detectres.modeling.postprocessing import box_voting, merge_detections
-from detectres.modeling.tta import (BoxRefinement, ImageTTA, MultiScaleTesting, TestTimeDetector, choose_scale_pairs,
-                                    flip_boxes)
+from detectres.modeling.tta import (
+    BoxRefinement,
+    ImageTTA,
+    MultiScaleTesting,
+    TestTimeDetector,
+    choose_scale_pairs,
+    flip_boxes,
+)
 from detectres.structures.boxes import scale_boxes
 
 
@@ -141,8 +147,8 @@ def test_refinement_and_tta_run_and_respect_limits():
     image = torch.randint(0, 256, (3, 120, 160), dtype=torch.uint8)
     for kwargs in ({"refine": BoxRefinement()},
                    {"tta": ImageTTA(sizes=[96, 128], flip=True, merge="vote")},
-                   {"refine": BoxRefinement(), "multiscale": MultiScaleTesting(scales=[96, 128, 160], proposal_scale=128,
-                                                                               canonical_size=None)}):
+                   {"refine": BoxRefinement(),
+                    "multiscale": MultiScaleTesting(scales=[96, 128, 160], proposal_scale=128, canonical_size=None)}):
         out = TestTimeDetector(model=model, min_size=128, max_size=400, **kwargs).detect(image)
         assert 0 < len(out["scores"]) <= 20
         b = out["pred_boxes"]
@@ -175,9 +181,10 @@ def test_multiscale_canonical_size_defaults_to_the_pooled_extent():
     model, _ = quickstart()
     assert model.roi_heads.roi_extent == 8 * 16  # the quickstart pools 8x8 at stride 16
     image = torch.randint(0, 256, (3, 120, 160), dtype=torch.uint8)
-    auto = TestTimeDetector(model=model, min_size=128, max_size=400,
-                            multiscale=MultiScaleTesting(scales=[64, 128, 192], proposal_scale=128, canonical_size=None))
-    fixed = TestTimeDetector(model=model, min_size=128, max_size=400,
-                             multiscale=MultiScaleTesting(scales=[64, 128, 192], proposal_scale=128, canonical_size=128))
+    def wrapper(canonical_size):
+        return TestTimeDetector(model=model, min_size=128, max_size=400, multiscale=MultiScaleTesting(
+            scales=[64, 128, 192], proposal_scale=128, canonical_size=canonical_size))
+
+    auto, fixed = wrapper(None), wrapper(128)
     a, b = auto.detect(image), fixed.detect(image)
     assert len(a["scores"]) > 0 and torch.equal(a["pred_boxes"], b["pred_boxes"])

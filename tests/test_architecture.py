@@ -6,7 +6,6 @@ import os
 import re
 import statistics
 
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -114,7 +113,8 @@ def function_lengths():
     for path in python_files("detectres", "tools", "demo"):
         for node in ast.walk(ast.parse(open(path).read())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                out.append((node.end_lineno - node.lineno + 1, f"{os.path.relpath(path, ROOT)}:{node.lineno} {node.name}"))
+                where = f"{os.path.relpath(path, ROOT)}:{node.lineno} {node.name}"
+                out.append((node.end_lineno - node.lineno + 1, where))
     return sorted(out)
 
 

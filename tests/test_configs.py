@@ -180,3 +180,38 @@ def test_a_format_1_checkpoint_config_upgrades_and_builds():
     assert net.rpn.anchor_generator.stride == 16 and new["data"]["class_names"] is None
     assert "stride" in old["model"]["rpn"]["anchor_generator"]  # the stored dict itself is left as read
     assert inspect.signature(type(net.roi_heads.pooler)).parameters["spatial_scale"].default is inspect.Parameter.empty
+
+
+def test_the_oldest_checkpoint_configs_get_the_defaults_their_code_assumed():
+    from detectres.weights.restore import upgrade_stored_config
+
+    old = OmegaConf.to_container(compose_config("train", ["model=quickstart"]), resolve=False)
+    for key in ("config_format",):
+        old.pop(key, None)
+    del old["input"]["interpolation"], old["data"]["evaluator"], old["data"]["generate"]
+    new = upgrade_stored_config(old)
+    assert new["input"]["interpolation"] == "bilinear" and new["data"]["generate"] is None
+    assert new["data"]["evaluator"] == {"_target_": "detectres.evaluation.coco.COCOEvaluator", "_partial_": True}
+
+
+def test_composing_inside_another_hydra_app_leaves_its_state(tmp_path):
+    """The Python API composes detectres' configs; a user's own @hydra.main app keeps its Hydra config."""
+    import subprocess
+    import sys
+
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "mine.yaml").write_text("x: 1\n")
+    (tmp_path / "app.py").write_text(
+        "import hydra\nfrom hydra.core.global_hydra import GlobalHydra\n"
+        "from hydra.core.hydra_config import HydraConfig\n"
+        "from detectres.config import compose_config\n"
+        "@hydra.main(config_path='conf', config_name='mine', version_base='1.3')\n"
+        "def main(cfg):\n"
+        "    cfg2 = compose_config('predict', ['model=r50_c4'])\n"
+        "    print(HydraConfig.get().job.name, GlobalHydra.instance().is_initialized(), cfg2.input.min_size_test,\n"
+        "          HydraConfig.get().runtime.choices.get('model'))\n"
+        "main()\n")
+    res = subprocess.run([sys.executable, "app.py", "hydra.run.dir=.", "hydra.output_subdir=null"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["app", "True", "800", "None"]

@@ -4,6 +4,7 @@ import os
 import cv2
 import numpy as np
 import torch
+from conftest import DATA_DIR
 
 from detectres.data.datasets.coco import COCODataset
 from detectres.data.datasets.shapes import CLASSES, ensure_shapes_dataset
@@ -11,7 +12,6 @@ from detectres.data.loader import build_train_loader
 from detectres.data.samplers import AspectRatioGroupedBatchSampler, InfiniteShuffleSampler
 from detectres.data.transforms import apply_transforms, build_transforms
 from detectres.utils.resize import shortest_edge_size
-from conftest import DATA_DIR
 
 COCO8 = os.path.join(DATA_DIR, "coco8")
 

@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
+from detectres.apps.train import train
 from detectres.config import compose_config
 from detectres.data.checks import PROBLEM_KINDS, DataCheckError, resolve_policies, scan_level
 from detectres.data.datasets.coco import COCODataset
-from detectres.apps.train import train
 
 NAMES = ["a.png", "b.png", "c.png", "d.png"]
 
@@ -44,8 +44,9 @@ def train_overrides(img_dir, ann, out, *extra):
     return ["data=custom", f"data.train.image_dir={img_dir}", f"data.train.ann_file={ann}",
             f"data.val.image_dir={img_dir}", f"data.val.ann_file={ann}", "data.num_workers=0",
             "input.min_size_train=[48]", "input.max_size_train=64", "input.min_size_test=48", "input.max_size_test=64",
-            f"runtime.output_dir={out}", "solver.ims_per_batch=2", "solver.max_iter=2", "solver.lr_scheduler.warmup_iters=1",
-            "solver.lr_scheduler.steps=[1]", "vis_images=0", "runtime.num_threads=1", *extra]
+            f"runtime.output_dir={out}", "solver.ims_per_batch=2", "solver.max_iter=2",
+            "solver.lr_scheduler.warmup_iters=1", "solver.lr_scheduler.steps=[1]", "vis_images=0",
+            "runtime.num_threads=1", *extra]
 
 
 def corrupt(path):

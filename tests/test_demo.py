@@ -79,7 +79,8 @@ def checkpoint(tmp_path_factory):
         "data=custom", f"data.train.image_dir={d['image_dir']}", f"data.train.ann_file={d['ann_file']}",
         f"data.val.image_dir={d['image_dir']}", f"data.val.ann_file={d['ann_file']}", "data.num_workers=0",
         f"runtime.output_dir={out}", "solver.max_iter=150", "solver.lr_scheduler.steps=[120]",
-        "solver.lr_scheduler.warmup_iters=20", "solver.ims_per_batch=4", f"input.min_size_train=[{SIZE}]", f"input.min_size_test={SIZE}", "vis_images=0",
+        "solver.lr_scheduler.warmup_iters=20", "solver.ims_per_batch=4", f"input.min_size_train=[{SIZE}]",
+        f"input.min_size_test={SIZE}", "vis_images=0",
         "runtime.num_threads=2", "solver.checkpoint_period=0"]))
     return str(out / "model_final.pth")
 

@@ -9,11 +9,11 @@ import time
 import pytest
 import torch
 
+from detectres.apps.train import train
 from detectres.config import PROJECT_ROOT, compose_config
 from detectres.data.samplers import InferenceSampler, TrainingBatchSampler
-from detectres.utils.file_io import load_checkpoint
-from detectres.apps.train import train
 from detectres.engine.trainer import NonFiniteLossError
+from detectres.utils.file_io import load_checkpoint
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TRAIN = str(PROJECT_ROOT / "tools" / "train_net.py")
@@ -29,7 +29,8 @@ def free_port() -> int:
 def small(shapes_overrides):
     """The tiny shapes set at one size (every image 128x128, so batches pad alike however they are split)."""
     return [*shapes_overrides, "input.min_size_train=[128]", "input.max_size_train=128", "input.min_size_test=128",
-            "input.max_size_test=128", "solver.lr_scheduler.warmup_iters=1", "vis_images=0", "runtime.num_threads=1", "log_period=1"]
+            "input.max_size_test=128", "solver.lr_scheduler.warmup_iters=1", "vis_images=0", "runtime.num_threads=1",
+            "log_period=1"]
 
 
 def final_weights(out) -> dict:
@@ -92,8 +93,8 @@ def _seconds(out) -> str:
 
 
 def test_sigkill_then_resume_ends_with_the_weights_of_an_unbroken_run(small, tmp_path):
-    common = [TRAIN, *small, "runtime.deterministic=true", "solver.ims_per_batch=2", "solver.max_iter=24", "solver.lr_scheduler.steps=[16]",
-              "solver.checkpoint_period=2"]
+    common = [TRAIN, *small, "runtime.deterministic=true", "solver.ims_per_batch=2", "solver.max_iter=24",
+              "solver.lr_scheduler.steps=[16]", "solver.checkpoint_period=2"]
     unbroken = run([*common, f"runtime.output_dir={tmp_path / 'unbroken'}"])
     assert unbroken.returncode == 0, unbroken.stderr[-3000:]
     out = tmp_path / "killed"
@@ -128,7 +129,8 @@ def test_nan_loss_names_iteration_and_terms_and_can_skip(small, tmp_path, monkey
         return losses
 
     monkeypatch.setattr(Res5ROIHeads, "forward", poisoned)
-    common = [*small, "solver.ims_per_batch=2", "solver.max_iter=6", "solver.lr_scheduler.steps=[5]", "solver.checkpoint_period=2"]
+    common = [*small, "solver.ims_per_batch=2", "solver.max_iter=6", "solver.lr_scheduler.steps=[5]",
+              "solver.checkpoint_period=2"]
     with pytest.raises(NonFiniteLossError, match=r"at iteration 2: loss_rpn_cls=[\d.]+, loss_rpn_loc=[\d.]+, "
                                                  r"loss_cls=nan, loss_box_reg=[\d.]+, total_loss=nan") as err:
         train(compose_config("train", [*common, f"runtime.output_dir={tmp_path / 'stop'}"]))
@@ -159,7 +161,8 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 def test_injected_nan_loss_stops_the_tool_with_exit_1_and_the_checkpoint_kept(small, tmp_path):
-    proc = run(["-c", INJECT_NAN, TRAIN, *small, "solver.ims_per_batch=2", "solver.max_iter=8", "solver.lr_scheduler.steps=[6]",
+    proc = run(["-c", INJECT_NAN, TRAIN, *small, "solver.ims_per_batch=2", "solver.max_iter=8",
+                "solver.lr_scheduler.steps=[6]",
                 "solver.checkpoint_period=2", f"runtime.output_dir={tmp_path}"])
     assert proc.returncode == 1
     assert "loss became non-finite at iteration 3: " in proc.stderr and "loss_box_reg=inf" in proc.stderr
@@ -189,7 +192,8 @@ def test_a_dead_rank_makes_the_other_exit_non_zero(small, tmp_path):
                "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2"}
         procs.append(subprocess.Popen(
             [sys.executable, TRAIN, *small, "model.backbone.norm=FrozenBN", "solver.ims_per_batch=4",
-             "solver.max_iter=100000", "solver.lr_scheduler.steps=[99999]", f"runtime.dist_timeout_s={timeout}", f"runtime.output_dir={tmp_path}"],
+             "solver.max_iter=100000", "solver.lr_scheduler.steps=[99999]", f"runtime.dist_timeout_s={timeout}",
+             f"runtime.output_dir={tmp_path}"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
     deadline = time.time() + 120
     while not (tmp_path / "metrics.jsonl").exists() and time.time() < deadline:  # both are training

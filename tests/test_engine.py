@@ -4,11 +4,11 @@ import os
 import pytest
 import torch
 
+from detectres.apps.train import train
 from detectres.config import compose_config
 from detectres.engine.checkpoint import Checkpointer
-from detectres.utils.file_io import atomic_torch_save, load_checkpoint
-from detectres.apps.train import train
 from detectres.engine.solver import WarmupMultiStepLR, build_optimizer, warmup_multistep_factor
+from detectres.utils.file_io import atomic_torch_save, load_checkpoint
 
 
 def test_warmup_multistep_schedule():
@@ -72,8 +72,8 @@ def read_metrics(path):
 def test_train_evaluate_and_resume(tmp_path, shapes_overrides):
     out = str(tmp_path / "run")
     common = [*shapes_overrides, f"runtime.output_dir={out}", "solver.ims_per_batch=2", "solver.max_iter=4",
-              "solver.lr_scheduler.steps=[2]", "solver.lr_scheduler.warmup_iters=1", "solver.checkpoint_period=2", "log_period=1",
-              "vis_images=1", "runtime.num_threads=1"]
+              "solver.lr_scheduler.steps=[2]", "solver.lr_scheduler.warmup_iters=1", "solver.checkpoint_period=2",
+              "log_period=1", "vis_images=1", "runtime.num_threads=1"]
     results = train(compose_config("train", common))
     for key in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
         assert key in results

@@ -40,6 +40,12 @@ CRAFTS = {
         backbone=f"${{oc.create:{{_target_: builtins.open, file: '{m}', mode: w}}}}"), "model.backbone: interpolation"),
     "interpolated_target": (lambda c, m: c["model"]["backbone"].update(_target_="${data.name}")
                             or c["data"].update(name="builtins.open"), "model.backbone._target_"),
+    # a detectres function that writes files, away from the one place it belongs (data.generate)
+    "misplaced_generator": (lambda c, m: c["model"].update(backbone={
+        "_target_": "detectres.data.datasets.shapes.ensure_shapes_dataset", "root": str(m)}),
+        "model.backbone._target_"),
+    "env_secret": (lambda c, m: c["data"]["val"].update(image_dir="/x/${oc.env:SECRET_TOKEN}"),
+                   "data.val.image_dir: oc.env may read DETECTRES_* and HOME only"),
 }
 
 
@@ -115,7 +121,7 @@ def test_the_attacks_are_real_without_the_check(good, tmp_path, monkeypatch):
     above would catch a restore path that skipped it."""
     import detectres.weights.loading as loading
 
-    monkeypatch.setattr(loading, "check_stored_config", lambda config, source: None)
+    monkeypatch.setattr(loading, "check_stored_config", lambda *args, **kwargs: None)
     path, marker = crafted(good, tmp_path, "model")
     with pytest.raises(Exception):
         Detector.from_checkpoint(path, device="cpu")
@@ -136,14 +142,14 @@ def test_the_project_own_configs_pass_and_a_good_checkpoint_restores(good):
     det = Detector.from_checkpoint(str(folder / "model_final.pth"), device="cpu")
     assert det.class_names == ["circle", "rectangle", "triangle"]
     # every _target_ in the project's YAML is on the allowlist
-    from detectres.config.safety import ALLOWED_TARGETS
+    from detectres.config.safety import ALLOWED_TARGETS, PLACED_TARGETS
 
     targets = set()
     for root, _, files in os.walk(CONFIG_DIR):
         for f in files:
             targets.update(line.split(":", 1)[1].strip() for line in open(os.path.join(root, f))
                            if line.strip().startswith("_target_:"))
-    assert targets <= ALLOWED_TARGETS and len(targets) == len(ALLOWED_TARGETS)
+    assert targets == ALLOWED_TARGETS | set(PLACED_TARGETS)
 
 
 @pytest.mark.parametrize("tool", ["test_net", "predict", "demo", "resume"])
@@ -164,3 +170,58 @@ def test_tools_refuse_with_the_key_named(good, tmp_path, shapes_overrides, tool)
     assert res.returncode != 0
     assert "refusing" in res.stderr and "model.backbone._target_" in res.stderr, res.stderr[-2000:]
     assert not os.path.exists(marker)
+
+
+def test_the_generator_never_replaces_a_folder_it_did_not_write(tmp_path):
+    from detectres.data.datasets.shapes import ensure_shapes_dataset
+
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a shapes dataset written by detectres"):
+        ensure_shapes_dataset(str(tmp_path), num_train=2, num_val=1, size=64)
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
+    made = ensure_shapes_dataset(str(tmp_path / "shapes"), num_train=2, num_val=1, size=64)
+    again = ensure_shapes_dataset(made, num_train=3, num_val=1, size=64)  # its own dataset: replaced
+    assert len(os.listdir(os.path.join(again, "train"))) == 3
+
+
+def test_your_own_targets_and_interpolations_restore(tmp_path):
+    """A run's own classes (from its command line) and interpolations do not lock it out of its checkpoints."""
+    from detectres.config.safety import targets_in
+    from detectres.engine.checkpoint import Checkpointer
+
+    own = {"model": {"_target_": "mypkg.Net", "depth": 3}, "data": {"root": "/d"}}
+    check_stored_config(own, "x", trusted=targets_in(own))
+    with pytest.raises(UnsafeConfigError, match="model._target_: _target_ 'mypkg.Net'"):
+        check_stored_config(own, "x")
+    with pytest.raises(UnsafeConfigError, match="data.x._target_"):  # trusted at its own place only
+        check_stored_config({"data": {"x": {"_target_": "mypkg.Net"}}}, "x", trusted=targets_in(own))
+    Checkpointer(str(tmp_path), model=torch.nn.Linear(2, 2), extra={"config": own}).save("model_0000001", 0)
+    assert Checkpointer(str(tmp_path), model=torch.nn.Linear(2, 2), extra={"config": own}).resume() == 1
+    other = {"model": {"_target_": "detectres.modeling.detector.FasterRCNN"}}
+    with pytest.raises(UnsafeConfigError, match="refusing .*model_0000001.pth"):
+        Checkpointer(str(tmp_path), model=torch.nn.Linear(2, 2), extra={"config": other}).resume()
+    # an interpolation a restore would refuse is stored resolved
+    cfg = compose_config("train", ["data.root=${oc.env:SOME_OTHER_VAR,/tmp/elsewhere}/d", "runtime.output_dir=x"])
+    stored = checkpoint_config(cfg)
+    assert stored["data"]["root"] == "/tmp/elsewhere/d" and stored["data"]["train"]["image_dir"] == "${data.root}/train"
+    check_stored_config(stored, "own")
+
+
+def test_ensemble_members_keep_their_own_recipe(good, tmp_path):
+    from omegaconf import OmegaConf
+
+    from detectres.apps.evaluate import ensemble_member
+    from detectres.weights.restore import restore_model
+
+    _, folder = good
+    path = str(folder / "model_final.pth")
+    overrides = [f"checkpoint={path}", "model.rpn.post_nms_topk_test=5"]
+    composed = compose_config("eval", overrides)
+    restored = restore_model(composed, overrides, checkpoint=path)
+    assert restored.model.rpn.topk_test == (1000, 5)  # the command line reaches the first model
+    member = ensemble_member(composed, restored, path)
+    assert member.rpn.topk_test == (1000, 100)  # members are restored as they were trained
+    bare = tmp_path / "bare.pth"
+    torch.save({"model": restored.model.state_dict()}, bare)  # no stored config: the first model's recipe
+    assert ensemble_member(composed, restored, str(bare)).rpn.topk_test == (1000, 5)
+    assert OmegaConf.select(restored.config, "model.rpn.post_nms_topk_test") == 5

@@ -21,8 +21,8 @@ def run_tool(script, *args):
 def trained(tmp_path_factory, shapes_overrides):
     out = str(tmp_path_factory.mktemp("trained"))
     train(compose_config("train", [*shapes_overrides, f"runtime.output_dir={out}", "solver.ims_per_batch=2",
-                                               "solver.max_iter=2", "solver.lr_scheduler.warmup_iters=1", "solver.lr_scheduler.steps=[1]",
-                                               "vis_images=0", "runtime.num_threads=1"]))
+                                   "solver.max_iter=2", "solver.lr_scheduler.warmup_iters=1",
+                                   "solver.lr_scheduler.steps=[1]", "vis_images=0", "runtime.num_threads=1"]))
     return out
 
 
@@ -53,7 +53,8 @@ def test_test_net_errors_are_clear(tmp_path):
 
 def test_predict_writes_images(trained, tmp_path):
     ckpt = os.path.join(trained, "model_final.pth")
-    res = run_tool("predict.py", f"checkpoint={ckpt}", f"runtime.output_dir={tmp_path}", "max_images=2", "score_thresh=0.0")
+    res = run_tool("predict.py", f"checkpoint={ckpt}", f"runtime.output_dir={tmp_path}", "max_images=2",
+                   "score_thresh=0.0")
     assert res.returncode == 0, res.stderr[-2000:]
     written = sorted(os.listdir(tmp_path))
     assert written == ["000000.jpg", "000001.jpg"]

@@ -108,7 +108,8 @@ def test_voc_trains_and_evaluates_with_both_metrics(voc_root, tmp_path):
     out = tmp_path / "run"
     common = ["data=voc07", f"data.root={voc_root}", "data.num_workers=0", "input.min_size_train=[48]",
               "input.max_size_train=64", "input.min_size_test=48", "input.max_size_test=64", "solver.ims_per_batch=2",
-              "solver.max_iter=3", "solver.lr_scheduler.warmup_iters=1", "solver.lr_scheduler.steps=[2]", "vis_images=0", "runtime.num_threads=1"]
+              "solver.max_iter=3", "solver.lr_scheduler.warmup_iters=1", "solver.lr_scheduler.steps=[2]",
+              "vis_images=0", "runtime.num_threads=1"]
     results = train(compose_config("train", [*common, f"runtime.output_dir={out}"]))
     saved = json.load(open(out / "eval.json"))
     assert saved["metric"] == "voc_11point" and set(saved["per_class"]) == set(VOC_CLASSES)

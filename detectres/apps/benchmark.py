@@ -33,6 +33,7 @@ from detectres.data.datasets.coco import COCODataset
 from detectres.data.image_io import read_image_file
 from detectres.modeling.backbones.norm import FrozenBatchNorm2d
 from detectres.modeling.build import build_model
+from detectres.utils.amp import amp_dtype
 from detectres.utils.file_io import atomic_torch_save
 from detectres.utils.resize import resize_shortest_edge
 from detectres.weights.torchvision import IMAGENET_RGB_MEAN, IMAGENET_RGB_STD
@@ -129,13 +130,15 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def make_steps(ours: nn.Module, theirs: nn.Module, ours_in: dict, theirs_in: tuple, amp: bool):
+def make_steps(ours: nn.Module, theirs: nn.Module, ours_in: dict, theirs_in: tuple, amp: bool | str):
     opt_ours = torch.optim.SGD([p for p in ours.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
     opt_theirs = torch.optim.SGD([p for p in theirs.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
 
+    dtype = amp_dtype(amp)
+
     def step(model, opt, loss_fn):
         model.train()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             loss = sum(loss_fn().values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -143,7 +146,7 @@ def make_steps(ours: nn.Module, theirs: nn.Module, ours_in: dict, theirs_in: tup
 
     def infer(model, fn):
         model.eval()
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             return fn()
 
     return {
@@ -155,7 +158,7 @@ def make_steps(ours: nn.Module, theirs: nn.Module, ours_in: dict, theirs_in: tup
 
 
 def run_benchmark(*, image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, min_size: int, max_size: int,
-                  rounds: int, warmup: int = 1, amp: bool = False, log=print) -> dict:
+                  rounds: int, warmup: int = 1, amp: bool | str = False, log=print) -> dict:
     """Median seconds per training iteration and per inference image for both models, and ratios."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
@@ -201,9 +204,9 @@ def count_proposals(model: nn.Module, infer) -> int:
 def main(cfg: DictConfig) -> dict:
     """Print both models' figures and the two ratio lines; write ``benchmark.json`` to ``runtime.output_dir``."""
     torch.set_num_threads(cfg.runtime.num_threads or os.cpu_count() or 1)
-    amp = bool(cfg.runtime.amp)
+    amp = cfg.runtime.amp
     image, boxes, classes = annotated_image(cfg.image, cfg.ann_file)
-    print(f"{torch.__version__=} {torch.get_num_threads()=} device=cpu fp32={not amp}")
+    print(f"{torch.__version__=} {torch.get_num_threads()=} device=cpu autocast={amp_dtype(amp)}")
     r = run_benchmark(image=image, boxes=boxes, classes=classes, min_size=cfg.min_size, max_size=cfg.max_size,
                       rounds=cfg.rounds, warmup=cfg.warmup, amp=amp)
     print(f"{'':<22}{'detectres':>12}{'torchvision':>13}")
@@ -238,7 +241,7 @@ def write_demo_benchmark_inputs(out: str, frames: int) -> None:
     cfg = compose_config("train", ["model=r101_c4", "data=coco"])
     model = build_model(cfg.model, num_classes=80)
     init_weights(model, seed=0)
-    atomic_torch_save({"model": model.state_dict(), "config": checkpoint_config(cfg), "class_names": list(COCO_CLASSES)},
-                      os.path.join(out, "r101_c4_random.pth"))
+    state = {"model": model.state_dict(), "config": checkpoint_config(cfg), "class_names": list(COCO_CLASSES)}
+    atomic_torch_save(state, os.path.join(out, "r101_c4_random.pth"))
     write_video(os.path.join(out, "street_720p.mp4"), frames)
     print(f"wrote {out}/r101_c4_random.pth and {out}/street_720p.mp4 ({frames} frames, 1280x720)")

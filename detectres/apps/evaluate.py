@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from detectres.config.safety import targets_in
 from detectres.data.build import build_dataset
 from detectres.data.loader import build_test_loader
 from detectres.evaluation.evaluator import build_evaluator, evaluate_detector
@@ -16,6 +17,7 @@ from detectres.evaluation.report import draw_dataset_predictions, print_summary,
 from detectres.modeling.ensemble import EnsembleDetector
 from detectres.utils.comm import get_rank, get_world_size, init_distributed, is_main_process, shutdown_distributed
 from detectres.utils.env import set_threads
+from detectres.weights import read_weights
 from detectres.weights.restore import RestoredModel, build_restored, restore_config, restore_model
 
 
@@ -29,16 +31,23 @@ def evaluate(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> di
         shutdown_distributed()
 
 
-def test_time_model(composed: DictConfig, restored: RestoredModel, overrides) -> nn.Module:
+def ensemble_member(composed: DictConfig, restored: RestoredModel, path: str) -> nn.Module:
+    """Another checkpoint of the ensemble, restored as it was trained (its own stored recipe, no
+    overrides); a file without a stored config takes the first model's recipe."""
+    weights = read_weights(path, trusted=targets_in(OmegaConf.to_container(composed, resolve=False)))
+    if weights.config:
+        return restore_model(composed, checkpoint=path, class_names=restored.class_names).model
+    return build_restored(restored.config, weights, path, class_names=restored.class_names).model
+
+
+def test_time_model(composed: DictConfig, restored: RestoredModel) -> nn.Module:
     """The restored detector inside the configured test-time procedure, or an ensemble with the
-    checkpoints ``ensemble`` lists (each restored the same way)."""
+    checkpoints ``ensemble`` lists."""
     cfg = restored.config
     if cfg.ensemble:
         if any(cfg.test[k] is not None for k in ("refine", "multiscale", "tta")):
             raise ValueError("ensemble= works with test=baseline only")
-        members = [restore_model(composed, overrides, checkpoint=path, class_names=restored.class_names).model
-                   for path in cfg.ensemble]
-        return EnsembleDetector([restored.model, *members])
+        return EnsembleDetector([restored.model, *(ensemble_member(composed, restored, p) for p in cfg.ensemble)])
     return instantiate(cfg.test)(model=restored.model, min_size=cfg.input.min_size_test,
                                  max_size=cfg.input.max_size_test, interpolation=cfg.input.interpolation)
 
@@ -56,7 +65,7 @@ def evaluate_process(composed: DictConfig, overrides) -> dict:
     if list(class_names) != list(dataset.class_names):
         raise ValueError(f"{source} was trained on classes {class_names} but {dataset.name} "
                          f"lists {dataset.class_names}")
-    model = test_time_model(composed, build_restored(cfg, weights, source, class_names=class_names), overrides)
+    model = test_time_model(composed, build_restored(cfg, weights, source, class_names=class_names))
     loader = build_test_loader(dataset, num_workers=cfg.data.num_workers, rank=get_rank(), world_size=get_world_size())
     results = evaluate_detector(model, loader, build_evaluator(cfg.data, dataset), output_dir,
                                 autocast=cfg.runtime.amp)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from detectres.config.safety import check_stored_config
+from detectres.config.safety import check_stored_config, targets_in
 from detectres.utils.comm import is_main_process
 from detectres.utils.file_io import atomic_torch_save, atomic_write_text, load_checkpoint
 
@@ -92,8 +92,8 @@ class Checkpointer:
         if path is None:
             return 0
         state = load_checkpoint(path)
-        if state.get("config") is not None:
-            check_stored_config(state["config"], path)  # a tampered file is refused, not resumed
+        if state.get("config") is not None:  # a tampered file is refused, not resumed
+            check_stored_config(state["config"], path, trusted=targets_in(self.extra.get("config") or {}))
         try:
             self.model.load_state_dict(state["model"])
             for key in ("optimizer", "scheduler", "scaler"):

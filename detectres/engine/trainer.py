@@ -88,8 +88,8 @@ class Trainer:
                            self.iter + 1, terms, self.nonfinite_steps, self.max_nonfinite_steps)
             return
         raise NonFiniteLossError(
-            f"loss became non-finite at iteration {self.iter + 1}: {terms}. Lower solver.base_lr or raise "
-            "solver.warmup_iters (or allow a few bad steps with solver.max_nonfinite_steps=N); "
+            f"loss became non-finite at iteration {self.iter + 1}: {terms}. Lower solver.optimizer.base_lr or raise "
+            "solver.lr_scheduler.warmup_iters (or allow a few bad steps with solver.max_nonfinite_steps=N); "
             "no checkpoint was written from this state, and resume=true continues from the last one."
         )
 

@@ -1,4 +1,4 @@
-"""Opt-in mixed precision: ``amp=bf16`` (or ``true``) or ``amp=fp16`` autocast; off unless asked.
+"""Opt-in mixed precision: ``runtime.amp=bf16`` (or ``true``) or ``runtime.amp=fp16`` autocast; off unless asked.
 
 bf16 keeps fp32's range and needs no loss scaling (AMX/AVX-512 CPUs, Ampere and later GPUs). fp16
 needs a :class:`torch.amp.GradScaler`, which :func:`grad_scaler` provides (a no-op otherwise).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import torch
 from torch import nn
@@ -89,8 +90,10 @@ def detect_format(obj, path: str) -> str:
                      f"first keys: {list(obj)[:5]}")
 
 
-def read_weights(path: str, format: str | None = None) -> Weights:
-    """Read ``path`` in ``format`` (detected from the contents when None) into detectres names."""
+def read_weights(path: str, format: str | None = None, *, trusted: Mapping[str, str] | None = None) -> Weights:
+    """Read ``path`` in ``format`` (detected from the contents when None) into detectres names.
+    ``trusted``: the caller's own config's targets by place, which a stored config may name too
+    (see :func:`detectres.config.safety.check_stored_config`)."""
     obj = read_raw(path)
     fmt = format or detect_format(obj, path)
     if fmt not in FORMATS:
@@ -104,15 +107,15 @@ def read_weights(path: str, format: str | None = None) -> Weights:
         cls = state.get("roi_heads.box_predictor.cls_score.weight")
         names = list(COCO_CLASSES) if cls is not None and cls.shape[0] == len(COCO_CLASSES) + 1 else None
         return Weights(state, fmt, dict(CONVENTIONS[fmt]), class_names=names)
-    return read_detectres(obj, path)
+    return read_detectres(obj, path, trusted)
 
 
-def read_detectres(obj: dict, path: str) -> Weights:
+def read_detectres(obj: dict, path: str, trusted: Mapping[str, str] | None = None) -> Weights:
     """A detectres checkpoint: its stored config and class names are checked as data first."""
     state = obj["model"] if isinstance(obj.get("model"), dict) else obj
     config, names = obj.get("config"), obj.get("class_names")
     if config is not None:
-        check_stored_config(config, path)
+        check_stored_config(config, path, trusted)
     if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         raise ValueError(f"{path}: class_names must be a list of strings, got {names!r:.80}")
     meta = dict(obj.get("meta") or {})

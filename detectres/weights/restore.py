@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from detectres.config import CONFIG_FORMAT, carry_overrides
+from detectres.config.safety import targets_in
 from detectres.data.build import dataset_class_names
 from detectres.modeling.build import build_model
 from detectres.utils.env import resolve_device
@@ -35,9 +36,18 @@ class RestoredModel:
     source: str | None
 
 
+# Recipe keys older checkpoints may lack, with the value their code assumed.
+RECIPE_DEFAULTS = {
+    "input": {"interpolation": "bilinear"},
+    "data": {"class_names": None, "generate": None,
+             "evaluator": {"_target_": "detectres.evaluation.coco.COCOEvaluator", "_partial_": True}},
+}
+
+
 def upgrade_stored_config(config: dict) -> dict:
-    """A config stored by an older detectres in today's form (format 1: the anchor stride and the RoI
-    pooler's spatial scale were written in the config; today the backbone supplies them)."""
+    """A config stored by an older detectres in today's form: format 1 wrote the anchor stride and the
+    RoI pooler's spatial scale (today the backbone supplies them), and the oldest lack keys whose
+    defaults lived in code (:data:`RECIPE_DEFAULTS`)."""
     if config.get("config_format", 1) >= CONFIG_FORMAT:
         return config
     config = copy.deepcopy(config)
@@ -47,8 +57,10 @@ def upgrade_stored_config(config: dict) -> dict:
         if isinstance(node, dict):
             node.pop(key, None)
             node["_partial_"] = True
-    if isinstance(config.get("data"), dict):
-        config["data"].setdefault("class_names", None)
+    for name, defaults in RECIPE_DEFAULTS.items():
+        if isinstance(config.get(name), dict):
+            for key, value in defaults.items():
+                config[name].setdefault(key, copy.deepcopy(value))
     return config
 
 
@@ -56,7 +68,7 @@ def config_from_checkpoint(cfg: DictConfig, overrides: list[str] | tuple[str, ..
                            ) -> tuple[DictConfig, Weights]:
     """The checkpoint's recipe nodes in place of ``cfg``'s, then the command-line ``overrides``
     (already applied to ``cfg`` by Hydra) carried over on top."""
-    weights = read_weights(checkpoint)
+    weights = read_weights(checkpoint, trusted=targets_in(OmegaConf.to_container(cfg, resolve=False)))
     if not weights.config:
         raise ValueError(f"{checkpoint} carries no config: pass model=NAME model.weights={checkpoint} "
                          "instead of checkpoint=")

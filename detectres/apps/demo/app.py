@@ -32,9 +32,9 @@ def run_demo(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> Pi
     set_threads(cfg.runtime.num_threads)
     try:
         detector = Detector.from_app_config(cfg, overrides)
+        model = ModelStage(detector.predict_prepared, class_filter(cfg.classes, detector.class_names))
         sinks = open_sinks(cfg.output, cfg.display, source)
         window = next((s for s in sinks if isinstance(s, WindowSink)), None)
-        model = ModelStage(detector.predict_prepared, class_filter(cfg.classes, detector.class_names))
         stats = Pipeline(source, model, sinks, overlay=Overlay(detector.class_names, cfg.score_thresh),
                          prepare=detector.prepare, max_frames=cfg.max_frames, queue_size=cfg.queue_size,
                          should_stop=(lambda: window.quit_requested) if window else (lambda: False)).run()

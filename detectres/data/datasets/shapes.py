@@ -112,20 +112,32 @@ def write_split(root: str, split: str, count: int, size: int, seed: int) -> None
         json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
 
 
+def generated_spec(root: str) -> dict | None:
+    """What :func:`ensure_shapes_dataset` wrote in ``root`` (its ``DONE.json``), or None."""
+    try:
+        with open(os.path.join(root, "DONE.json")) as f:
+            spec = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return spec if isinstance(spec, dict) and "version" in spec else None
+
+
 def ensure_shapes_dataset(root: str, *, num_train: int = 800, num_val: int = 100, size: int = 192,
                           seed: int = 0) -> str:
     """Generate the dataset under ``root`` unless an identical one is already there; returns ``root``.
 
     Written to a temporary folder and renamed into place, so an interrupted run never leaves a
-    half-written dataset behind.
+    half-written dataset behind. It replaces only a dataset it wrote itself (another size or seed) or
+    an empty folder: any other existing ``root`` is refused, never deleted.
     """
     root = os.path.expanduser(root)
     spec = {"version": VERSION, "train": num_train, "val": num_val, "size": size, "seed": seed}
-    marker = os.path.join(root, "DONE.json")
-    if os.path.isfile(marker):
-        with open(marker) as f:
-            if json.load(f) == spec:
-                return root
+    existing = generated_spec(root)
+    if existing == spec:
+        return root
+    if existing is None and os.path.exists(root) and (not os.path.isdir(root) or os.listdir(root)):
+        raise FileExistsError(f"{root} exists and is not a shapes dataset written by detectres (no DONE.json): "
+                              "not replacing it; choose another data.root")
     parent = os.path.dirname(os.path.abspath(root))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".shapes-", dir=parent)

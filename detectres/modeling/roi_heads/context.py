@@ -22,8 +22,8 @@ class GlobalContext(nn.Module):
         # A separate copy is registered as a child; the shared one is only referenced at call time.
         self.res5 = None if shared else copy.deepcopy(res5)
 
-    def forward(self, features: Tensor, image_sizes: list[tuple[int, int]], run_head: Callable[[Tensor, nn.Module], Tensor],
-                res5: nn.Module) -> Tensor:
+    def forward(self, features: Tensor, image_sizes: list[tuple[int, int]],
+                run_head: Callable[[list[Tensor], nn.Module], Tensor], res5: nn.Module) -> Tensor:
         """(N, C, H, W) res4 features -> (N, D) global features, one per image. ``run_head(boxes, res5)``
         pools the per-image boxes and runs them through ``res5``."""
         whole = [torch.tensor([[0.0, 0.0, float(w), float(h)]], device=features.device) for h, w in image_sizes]
