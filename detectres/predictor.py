@@ -9,7 +9,7 @@ from detectres.config import compose_config
 from detectres.utils.amp import autocast_context
 from detectres.utils.resize import resize_shortest_edge
 from detectres.utils.visualizer import draw_detections
-from detectres.weights.restore import RestoredModel, restore_model
+from detectres.weights.restore import RestoredModel, require_weights, restore_model
 
 
 class Detector:
@@ -44,8 +44,7 @@ class Detector:
     @classmethod
     def from_app_config(cls, cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> "Detector":
         """From a tool's composed config: ``checkpoint=PATH``, or ``model=NAME model.weights=PATH``."""
-        if not cfg.checkpoint and not cfg.model.weights:
-            raise ValueError("no weights: pass checkpoint=PATH or model=NAME model.weights=PATH")
+        require_weights(cfg, "run")
         return cls.from_restored(restore_model(cfg, overrides, checkpoint=cfg.checkpoint))
 
     @classmethod

@@ -6,10 +6,9 @@ from __future__ import annotations
 import os
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
-from detectres.config.safety import targets_in
 from detectres.data.build import build_dataset
 from detectres.data.loader import build_test_loader
 from detectres.evaluation.evaluator import build_evaluator, evaluate_detector
@@ -17,8 +16,9 @@ from detectres.evaluation.report import draw_dataset_predictions, print_summary,
 from detectres.modeling.ensemble import EnsembleDetector
 from detectres.utils.comm import get_rank, get_world_size, init_distributed, is_main_process, shutdown_distributed
 from detectres.utils.env import set_threads
-from detectres.weights import read_weights
-from detectres.weights.restore import RestoredModel, build_restored, restore_config, restore_model
+from detectres.weights.restore import (
+    RestoredModel, build_restored, read_for, recipe_config, require_weights, restore_config,
+)
 
 
 def evaluate(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict:
@@ -34,10 +34,9 @@ def evaluate(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> di
 def ensemble_member(composed: DictConfig, restored: RestoredModel, path: str) -> nn.Module:
     """Another checkpoint of the ensemble, restored as it was trained (its own stored recipe, no
     overrides); a file without a stored config takes the first model's recipe."""
-    weights = read_weights(path, trusted=targets_in(OmegaConf.to_container(composed, resolve=False)))
-    if weights.config:
-        return restore_model(composed, checkpoint=path, class_names=restored.class_names).model
-    return build_restored(restored.config, weights, path, class_names=restored.class_names).model
+    weights = read_for(composed, path)
+    recipe = recipe_config(composed, weights.config) if weights.config else restored.config
+    return build_restored(recipe, weights, path, class_names=restored.class_names).model
 
 
 def test_time_model(composed: DictConfig, restored: RestoredModel) -> nn.Module:
@@ -53,9 +52,7 @@ def test_time_model(composed: DictConfig, restored: RestoredModel) -> nn.Module:
 
 
 def evaluate_process(composed: DictConfig, overrides) -> dict:
-    if not composed.checkpoint and not composed.model.weights:
-        raise ValueError("nothing to evaluate: pass checkpoint=PATH (a detectres checkpoint) or "
-                         "model=NAME model.weights=PATH")
+    require_weights(composed, "evaluate")
     cfg, weights, source = restore_config(composed, overrides, checkpoint=composed.checkpoint)
     output_dir = cfg.runtime.output_dir or os.path.join(os.path.dirname(os.path.abspath(source)), "eval")
     set_threads(cfg.runtime.num_threads, cfg.data.num_workers)

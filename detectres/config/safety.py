@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from omegaconf import grammar_parser
+from omegaconf import DictConfig, OmegaConf, grammar_parser
 from omegaconf.errors import GrammarParseError
 from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
 
@@ -93,7 +93,9 @@ def interpolation_problem(text: str) -> str | None:
 
 
 def targets_in(config: Any, path: str = "") -> dict[str, str]:
-    """Place -> ``_target_`` for every node of a (trusted) config given as plain containers."""
+    """Place -> ``_target_`` for every node of a (trusted) config, a DictConfig or plain containers."""
+    if isinstance(config, DictConfig):
+        config = OmegaConf.to_container(config, resolve=False)
     found = {}
     items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else ()
     for key, value in items:

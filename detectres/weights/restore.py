@@ -64,18 +64,25 @@ def upgrade_stored_config(config: dict) -> dict:
     return config
 
 
-def config_from_checkpoint(cfg: DictConfig, overrides: list[str] | tuple[str, ...], checkpoint: str
-                           ) -> tuple[DictConfig, Weights]:
-    """The checkpoint's recipe nodes in place of ``cfg``'s, then the command-line ``overrides``
-    (already applied to ``cfg`` by Hydra) carried over on top."""
-    weights = read_weights(checkpoint, trusted=targets_in(OmegaConf.to_container(cfg, resolve=False)))
-    if not weights.config:
-        raise ValueError(f"{checkpoint} carries no config: pass model=NAME model.weights={checkpoint} "
-                         "instead of checkpoint=")
-    stored = upgrade_stored_config(weights.config)
+def require_weights(cfg: DictConfig, action: str) -> None:
+    """A tool that needs trained weights says how to give them."""
+    if not cfg.checkpoint and not cfg.model.weights:
+        raise ValueError(f"nothing to {action}: pass checkpoint=PATH (a detectres checkpoint) or "
+                         "model=NAME model.weights=PATH")
+
+
+def read_for(cfg: DictConfig, path: str) -> Weights:
+    """``path`` read (and its stored config checked) with the targets of the caller's own ``cfg`` trusted."""
+    return read_weights(path, trusted=targets_in(cfg))
+
+
+def recipe_config(cfg: DictConfig, stored: dict, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """``cfg`` with a checkpoint's recipe nodes (``stored``, upgraded) in place of its own, then the
+    command-line ``overrides`` (already applied to ``cfg`` by Hydra) carried over on top."""
+    stored = upgrade_stored_config(stored)
     merged = OmegaConf.to_container(cfg, resolve=False)
     merged.update({node: stored[node] for node in RECIPE_NODES if node in stored})
-    return carry_overrides(OmegaConf.create(merged), cfg, overrides), weights
+    return carry_overrides(OmegaConf.create(merged), cfg, overrides)
 
 
 def restore_config(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), *, checkpoint: str | None = None
@@ -83,10 +90,13 @@ def restore_config(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (),
     """(config, weights, their path) for ``checkpoint`` (a detectres checkpoint) or ``cfg.model.weights``
     (any supported format, with ``cfg`` itself as the recipe); no weights when neither is given."""
     if checkpoint:
-        merged, weights = config_from_checkpoint(cfg, overrides, checkpoint)
-        return merged, weights, checkpoint
+        weights = read_for(cfg, checkpoint)
+        if not weights.config:
+            raise ValueError(f"{checkpoint} carries no config: pass model=NAME model.weights={checkpoint} "
+                             "instead of checkpoint=")
+        return recipe_config(cfg, weights.config, overrides), weights, checkpoint
     if cfg.model.weights:
-        return cfg, read_weights(cfg.model.weights), cfg.model.weights
+        return cfg, read_for(cfg, cfg.model.weights), cfg.model.weights
     return cfg, None, None
 
 
