@@ -151,9 +151,9 @@ def test_undecodable_video_frame_is_skipped_and_counted(checkpoint, tmp_path):
 
 
 @pytest.mark.parametrize("make_input, message", [
-    (lambda p: str(p / "missing.mp4"), "demo: error: input not found"),
-    (lambda p: (p / "bad.mp4").write_text("not a video") and str(p / "bad.mp4"), "demo: error: cannot open video"),
-    (lambda p: "97", "demo: error: cannot open camera 97"),
+    (lambda p: str(p / "missing.mp4"), "detectres: error: input not found"),
+    (lambda p: (p / "bad.mp4").write_text("not a video") and str(p / "bad.mp4"), "detectres: error: cannot open video"),
+    (lambda p: "97", "detectres: error: cannot open camera 97"),
 ])
 def test_errors_are_one_clear_line(tmp_path, make_input, message):
     res = run_demo("checkpoint=unused.pth", f"source={make_input(tmp_path)}", f"output={tmp_path / 'o.avi'}",

@@ -5,17 +5,8 @@
 
 Ends with `train ratio detectres/torchvision: X.XX` and `inference ratio detectres/torchvision: X.XX`.
 """
-import hydra
-from omegaconf import DictConfig
-
 from detectres.apps.benchmark import main as run_benchmark
-from detectres.config import CONFIG_DIR
-
-
-@hydra.main(config_path=str(CONFIG_DIR), config_name="benchmark", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    run_benchmark(cfg)
-
+from detectres.apps.cli import run_tool
 
 if __name__ == "__main__":
-    main()
+    run_tool("benchmark", run_benchmark)

@@ -4,19 +4,8 @@
     python tools/check_data.py data=voc07 data.root=DIR
     python tools/check_data.py data=custom data.train.image_dir=D data.train.ann_file=F ... [show=-1]
 """
-import sys
-
-import hydra
-from omegaconf import DictConfig
-
-from detectres.apps.check_data import check_splits
-from detectres.config import CONFIG_DIR
-
-
-@hydra.main(config_path=str(CONFIG_DIR), config_name="check_data", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    sys.exit(check_splits(cfg))
-
+from detectres.apps.check_data import check_data
+from detectres.apps.cli import run_tool
 
 if __name__ == "__main__":
-    main()
+    run_tool("check_data", check_data)

@@ -43,7 +43,7 @@ def format_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def run_ablation(cfg: DictConfig) -> dict:
+def run_ablation(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Evaluate every row with the ablation's own runtime settings and ``overrides``; write
     ``ablation.md`` and ``ablation.json`` into ``runtime.output_dir``."""
     rt, output_dir, results = cfg.runtime, cfg.runtime.output_dir, {}

@@ -201,7 +201,7 @@ def count_proposals(model: nn.Module, infer) -> int:
     return seen[0]
 
 
-def main(cfg: DictConfig) -> dict:
+def main(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Print both models' figures and the two ratio lines; write ``benchmark.json`` to ``runtime.output_dir``."""
     torch.set_num_threads(cfg.runtime.num_threads or os.cpu_count() or 1)
     amp = cfg.runtime.amp

@@ -24,7 +24,7 @@ def load_report(cfg: DictConfig, split: str) -> tuple[DataReport | None, int, st
     return dataset.report, len(dataset), ""
 
 
-def check_splits(cfg: DictConfig) -> int:
+def check_data(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> int:
     """Print each split's report; returns the exit status (1 if a split cannot be used)."""
     OmegaConf.update(cfg, "data.checks.scan", cfg.scan)
     prepare_data(cfg.data)

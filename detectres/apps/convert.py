@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = convert_file(a.src, a.dst, a.format, a.model)
     except (OSError, ValueError, KeyError) as e:
-        print(f"convert_weights: {e}", file=sys.stderr)
+        print(f"detectres: error: {e}", file=sys.stderr)
         return 1
     n = sum(t.numel() for t in out["model"].values())
     kind = "backbone" if out["meta"]["backbone_only"] else "detector"

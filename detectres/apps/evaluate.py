@@ -16,6 +16,7 @@ from detectres.evaluation.report import draw_dataset_predictions, print_summary,
 from detectres.modeling.ensemble import EnsembleDetector
 from detectres.utils.comm import get_rank, get_world_size, init_distributed, is_main_process, shutdown_distributed
 from detectres.utils.env import set_threads
+from detectres.utils.run_lock import RankZeroLock
 from detectres.weights.restore import (
     RestoredModel, build_restored, read_for, recipe_config, require_weights, restore_config,
 )
@@ -55,6 +56,12 @@ def evaluate_process(composed: DictConfig, overrides) -> dict:
     require_weights(composed, "evaluate")
     cfg, weights, source = restore_config(composed, overrides, checkpoint=composed.checkpoint)
     output_dir = cfg.runtime.output_dir or os.path.join(os.path.dirname(os.path.abspath(source)), "eval")
+    with RankZeroLock(output_dir):
+        return evaluate_into(composed, cfg, weights, source, output_dir)
+
+
+def evaluate_into(composed: DictConfig, cfg: DictConfig, weights, source: str, output_dir: str) -> dict:
+    """Evaluate the restored recipe ``cfg`` with ``weights`` and write the results into ``output_dir``."""
     set_threads(cfg.runtime.num_threads, cfg.data.num_workers)
     # test-time procedures pick their own sizes from the original images; ensembles take resized ones
     dataset = build_dataset(cfg, "val", resize=bool(cfg.ensemble))

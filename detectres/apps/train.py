@@ -9,7 +9,7 @@ import logging
 import os
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from detectres.config import checkpoint_config
 from detectres.data.build import build_datasets
@@ -23,16 +23,20 @@ from detectres.utils.amp import grad_scaler
 from detectres.utils.comm import init_distributed, shutdown_distributed
 from detectres.utils.env import configure_determinism, seed_everything, set_threads
 from detectres.utils.events import MetricsWriter
+from detectres.utils.file_io import atomic_write_text
+from detectres.utils.run_lock import RankZeroLock
 from detectres.weights.restore import restore_model
 
 logger = logging.getLogger("detectres")
 
 
-def train(cfg: DictConfig) -> dict:
-    """Train as ``cfg`` says; returns the final evaluation results (percent)."""
+def train(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Train as ``cfg`` says, holding ``runtime.output_dir`` for this run; returns the final evaluation
+    results (percent)."""
     rank, world = init_distributed(cfg.runtime.dist_timeout_s, device=cfg.runtime.device)
     try:
-        return train_process(cfg, rank, world)
+        with RankZeroLock(cfg.runtime.output_dir):
+            return train_process(cfg, rank, world)
     finally:
         shutdown_distributed()
 
@@ -66,9 +70,12 @@ def train_process(cfg: DictConfig, rank: int, world: int) -> dict:
     optimizer = instantiate(s.optimizer)(model)
     scheduler = instantiate(s.lr_scheduler)(optimizer)
     scaler = grad_scaler(cfg.runtime.amp, model.device.type)
-    checkpointer = Checkpointer(out, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                                extra={"config": checkpoint_config(cfg), "class_names": train_set.class_names})
-    start_iter = checkpointer.resume() if cfg.resume else 0
+    record = {"config": checkpoint_config(cfg), "class_names": train_set.class_names,
+              "data_identity": train_set.identity()}
+    if rank == 0:
+        atomic_write_text(OmegaConf.to_yaml(record["config"]), os.path.join(out, "config.yaml"))
+    checkpointer = Checkpointer(out, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, extra=record)
+    start_iter = checkpointer.resume(allow_changes=cfg.allow_resume_changes) if cfg.resume else 0
     if start_iter:
         logger.info("resuming from %s at iteration %d", checkpointer.last_checkpoint(), start_iter)
     writer = MetricsWriter(out, enabled=rank == 0)

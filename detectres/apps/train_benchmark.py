@@ -57,7 +57,7 @@ def step_figures(*, model_cfg: DictConfig, batch: list[dict], mode: str, iters: 
             "total_loss": losses["total_loss"]}
 
 
-def main(cfg: DictConfig) -> dict:
+def main(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Print one line per precision; write ``train_benchmark.json`` to ``runtime.output_dir``."""
     torch.set_num_threads(cfg.runtime.num_threads or os.cpu_count() or 1)
     device = resolve_device(cfg.runtime.device)

@@ -6,6 +6,7 @@ containers) and ``class_names``, so a checkpoint alone rebuilds its model.
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
 from typing import Any
@@ -16,6 +17,9 @@ import torch
 from detectres.config.safety import check_stored_config, targets_in
 from detectres.utils.comm import is_main_process
 from detectres.utils.file_io import atomic_torch_save, atomic_write_text, load_checkpoint
+from detectres.weights.restore import upgrade_stored_config
+
+logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last_checkpoint"
 
@@ -42,6 +46,48 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         # a run resumed on fewer GPUs restores the first ones
         for device, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
             torch.cuda.set_rng_state(cuda_state, device)
+
+
+class ResumeMismatchError(ValueError):
+    """The checkpoint to resume was written by a run with another model, other classes or other data."""
+
+
+def flat(node: Any, prefix: str) -> dict[str, Any]:
+    """Nested dicts and lists -> {dotted key: leaf}."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else None
+    if items is None:
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in items:
+        out.update(flat(value, f"{prefix}.{key}"))
+    return out
+
+
+def describe_data(identity: dict) -> str:
+    files = ", ".join(f"{f['path']} ({f['bytes']} bytes)" for f in identity.get("files", []))
+    return f"{files}: {identity.get('images')} images, {identity.get('annotations')} annotations"
+
+
+def resume_differences(saved: dict, current: dict) -> list[str]:
+    """How the run that wrote ``saved`` differs from this one (``current``, what it would save), in what
+    ``current`` records: the model config (the initial ``weights`` file aside), the class names in
+    order, and the training data."""
+    def model_of(state):
+        model = dict(upgrade_stored_config(state.get("config") or {}).get("model") or {})
+        model.pop("weights", None)
+        return flat(model, "model")
+
+    out = []
+    if "config" in current:
+        old, new = model_of(saved), model_of(current)
+        out += [f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}"
+                for k in sorted(set(old) | set(new)) if old.get(k, "<absent>") != new.get(k, "<absent>")]
+    if "class_names" in current and saved.get("class_names") != current["class_names"]:
+        out.append(f"class_names: {saved.get('class_names')} -> {current['class_names']}")
+    if "data_identity" in current and "data_identity" in saved and saved["data_identity"] != current["data_identity"]:
+        out.append(f"training data: {describe_data(saved['data_identity'])} -> "
+                   f"{describe_data(current['data_identity'])}")
+    return out
 
 
 class Checkpointer:
@@ -86,14 +132,23 @@ class Checkpointer:
             path = os.path.join(self.output_dir, f.read().strip())
         return path if os.path.isfile(path) else None
 
-    def resume(self) -> int:
-        """Restore everything from the last checkpoint; returns the iteration to start from (0 if none)."""
+    def resume(self, allow_changes: bool = False) -> int:
+        """Restore everything from the last checkpoint; returns the iteration to start from (0 if none).
+
+        The checkpoint must come from the same run: its model config, class names and training data
+        (what ``extra`` holds now) must match, unless ``allow_changes`` (then the differences are logged)."""
         path = self.last_checkpoint()
         if path is None:
             return 0
         state = load_checkpoint(path)
         if state.get("config") is not None:  # a tampered file is refused, not resumed
             check_stored_config(state["config"], path, trusted=targets_in(self.extra.get("config") or {}))
+        differences = resume_differences(state, self.extra)
+        if differences and not allow_changes:
+            raise ResumeMismatchError(f"cannot resume from {path}: it was written by a different run "
+                                      f"({'; '.join(differences)}); pass allow_resume_changes=true to resume anyway")
+        if differences:
+            logger.warning("resuming from %s although %s", path, "; ".join(differences))
         try:
             self.model.load_state_dict(state["model"])
             for key in ("optimizer", "scheduler", "scaler"):

@@ -101,6 +101,7 @@ class ProgressLogger(HookBase):
             self._t0, self._last_iter = time.perf_counter(), it
             self.writer.write(t.iter, {**medians, "lr": lr, "time": step_time})
 
-    def after_train(self) -> None:
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None

@@ -6,15 +6,19 @@ training app calls ``optimizer(model)`` and ``lr_scheduler(optimizer)``.
 from __future__ import annotations
 
 from bisect import bisect_right
+from typing import Annotated
 
 import torch
 from torch import nn
 
+from detectres.config.schema import Increasing, NonNegativeFloat, NonNegativeInt, PositiveFloat, Range
+
 NORM_TYPES = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.SyncBatchNorm)
 
 
-def build_optimizer(model: nn.Module, *, base_lr: float, momentum: float = 0.9, weight_decay: float = 1e-4,
-                    weight_decay_norm: float = 0.0, nesterov: bool = False) -> torch.optim.SGD:
+def build_optimizer(model: nn.Module, *, base_lr: PositiveFloat, momentum: Annotated[float, Range(0, 1)] = 0.9,
+                    weight_decay: NonNegativeFloat = 1e-4, weight_decay_norm: NonNegativeFloat = 0.0,
+                    nesterov: bool = False) -> torch.optim.SGD:
     """SGD over trainable parameters; normalisation layers get ``weight_decay_norm`` (Detectron2)."""
     norm_params, other_params = [], []
     for module in model.modules():
@@ -39,8 +43,9 @@ def warmup_multistep_factor(it: int, *, steps: list[int], gamma: float, warmup_i
 
 
 class WarmupMultiStepLR(torch.optim.lr_scheduler.LRScheduler):
-    def __init__(self, optimizer: torch.optim.Optimizer, *, steps: list[int], gamma: float = 0.1,
-                 warmup_iters: int = 1000, warmup_factor: float = 0.001, last_epoch: int = -1):
+    def __init__(self, optimizer: torch.optim.Optimizer, *, steps: Annotated[list[NonNegativeInt], Increasing()],
+                 gamma: PositiveFloat = 0.1, warmup_iters: NonNegativeInt = 1000,
+                 warmup_factor: Annotated[float, Range(0, 1, lo_open=True)] = 0.001, last_epoch: int = -1):
         self.steps = list(steps)
         self.gamma = gamma
         self.warmup_iters = warmup_iters

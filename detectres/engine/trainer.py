@@ -27,6 +27,7 @@ class HookBase:
     def before_train(self) -> None: ...
     def after_step(self) -> None: ...
     def after_train(self) -> None: ...
+    def close(self) -> None: ...  # always called last, also when training stops on an error
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -97,17 +98,21 @@ class Trainer:
         self.start_iter = start_iter
         self.iter = start_iter - 1
         self.model.train()
-        for h in self.hooks:
-            h.before_train()
-        if start_iter < self.max_iter:
-            batches = iter(self.data_loader)
-            for it in range(start_iter, self.max_iter):
-                self.last_losses = self.run_step(next(batches))
-                self.iter = it
-                for h in self.hooks:
-                    h.after_step()
-        for h in self.hooks:
-            h.after_train()
+        try:
+            for h in self.hooks:
+                h.before_train()
+            if start_iter < self.max_iter:
+                batches = iter(self.data_loader)
+                for it in range(start_iter, self.max_iter):
+                    self.last_losses = self.run_step(next(batches))
+                    self.iter = it
+                    for h in self.hooks:
+                        h.after_step()
+            for h in self.hooks:
+                h.after_train()
+        finally:
+            for h in self.hooks:
+                h.close()
 
 
 def wrap_distributed(model: nn.Module, sync_bn: bool) -> nn.Module:

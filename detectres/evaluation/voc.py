@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
+from typing import Literal
 
 import numpy as np
 import torch
@@ -128,7 +129,7 @@ class VOCEvaluator:
     the images passed to :meth:`process` are scored.
     """
 
-    def __init__(self, dataset: DetectionDataset, metric: str = "11point"):
+    def __init__(self, dataset: DetectionDataset, metric: Literal[METRICS] = "11point"):  # type: ignore[valid-type]
         if metric not in METRICS:
             raise ValueError(f"unknown VOC metric {metric!r}; choose one of {', '.join(METRICS)}")
         self.dataset = dataset

@@ -6,9 +6,12 @@ centred on (0, 0); the full set is location-major: index = (y * W + x) * A + a, 
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
+
+from detectres.config.schema import Fraction, NonEmpty, PositiveFloat, PositiveInt
 
 
 def make_cell_anchors(sizes: list[float], aspect_ratios: list[float]) -> Tensor:
@@ -27,7 +30,8 @@ class AnchorGenerator(nn.Module):
     """Places ``len(sizes) * len(aspect_ratios)`` anchors at every feature-map cell, ``stride`` input
     pixels apart (the RPN passes its backbone's stride)."""
 
-    def __init__(self, *, sizes: list[float], aspect_ratios: list[float], stride: int, offset: float = 0.0):
+    def __init__(self, *, sizes: Annotated[list[PositiveFloat], NonEmpty()],
+                 aspect_ratios: Annotated[list[PositiveFloat], NonEmpty()], stride: PositiveInt, offset: Fraction = 0.0):
         super().__init__()
         self.stride = int(stride)
         self.offset = float(offset)

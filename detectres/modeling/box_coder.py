@@ -6,9 +6,12 @@ Widths are x2 - x1 (no +1), as in Detectron2.
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 from torch import Tensor
+
+from detectres.config.schema import Length, PositiveFloat
 
 # Limit on dw/dh so exp() cannot overflow: boxes grow at most 1000/16 times per decode.
 DEFAULT_SCALE_CLAMP = math.log(1000.0 / 16)
@@ -17,7 +20,7 @@ DEFAULT_SCALE_CLAMP = math.log(1000.0 / 16)
 class BoxCoder:
     """Encode (dx, dy, dw, dh) of targets relative to reference boxes, scaled by ``weights``."""
 
-    def __init__(self, *, weights: tuple[float, float, float, float], scale_clamp: float = DEFAULT_SCALE_CLAMP):
+    def __init__(self, *, weights: Annotated[list[PositiveFloat], Length(4)], scale_clamp: PositiveFloat = DEFAULT_SCALE_CLAMP):
         self.weights = tuple(float(w) for w in weights)
         self.scale_clamp = scale_clamp
 

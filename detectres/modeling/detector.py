@@ -11,7 +11,7 @@ losses ``gt_boxes`` (G, 4) XYXY in input pixels and ``gt_classes`` (G,) in 0..K-
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Annotated, Callable, Literal
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +21,7 @@ from detectres.modeling.postprocessing import detector_postprocess
 from detectres.modeling.roi_heads.res5_head import Res5ROIHeads
 from detectres.modeling.rpn import RPN
 from detectres.structures.image_list import ImageList
+from detectres.config.schema import Length, NonNegativeInt, PositiveFloat, PositiveInt
 
 
 class FasterRCNN(nn.Module):
@@ -43,11 +44,11 @@ class FasterRCNN(nn.Module):
         backbone: ResNet,
         rpn: Callable[..., RPN],
         roi_heads: Callable[..., Res5ROIHeads],
-        num_classes: int,
-        pixel_mean: list[float],
-        pixel_std: list[float],
-        input_format: str = "BGR",
-        size_divisibility: int = 0,
+        num_classes: PositiveInt,
+        pixel_mean: Annotated[list[float], Length(3)],
+        pixel_std: Annotated[list[PositiveFloat], Length(3)],
+        input_format: Literal["BGR", "RGB"] = "BGR",
+        size_divisibility: NonNegativeInt = 0,
         channels_last: bool = True,
     ):
         super().__init__()

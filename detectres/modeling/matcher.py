@@ -5,8 +5,12 @@ Matching returns indices and labels separately: label 1 = foreground, 0 = backgr
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
+
+from detectres.config.schema import Fraction
 
 
 class Matcher:
@@ -17,7 +21,8 @@ class Matcher:
     has the highest IoU with some ground-truth box (ties included), so no box goes unmatched.
     """
 
-    def __init__(self, *, thresholds: list[float], labels: list[int], allow_low_quality_matches: bool = False):
+    def __init__(self, *, thresholds: list[Fraction], labels: list[Literal[-1, 0, 1]],
+                 allow_low_quality_matches: bool = False):
         if len(labels) != len(thresholds) + 1:
             raise ValueError(f"Matcher needs len(labels) == len(thresholds) + 1, got {labels} and {thresholds}")
         if any(b < a for a, b in zip(thresholds[:-1], thresholds[1:])):

@@ -1,9 +1,13 @@
 """RoI feature extraction from one feature map: RoIAlign (aligned, as ROIAlignV2) or RoIPool."""
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 from torchvision.ops import roi_align, roi_pool
+
+from detectres.config.schema import NonNegativeInt, PositiveFloat, PositiveInt
 
 
 class RoIPooler(nn.Module):
@@ -17,10 +21,10 @@ class RoIPooler(nn.Module):
     def __init__(
         self,
         *,
-        output_size: int = 14,
-        spatial_scale: float,
-        kind: str = "align",
-        sampling_ratio: int = 0,
+        output_size: PositiveInt = 14,
+        spatial_scale: PositiveFloat,
+        kind: Literal["align", "pool"] = "align",
+        sampling_ratio: NonNegativeInt = 0,
         aligned: bool = True,
     ):
         super().__init__()

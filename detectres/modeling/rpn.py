@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import nms
 
+from detectres.config.schema import Fraction, NonNegativeFloat, PositiveInt
 from detectres.modeling.anchors import AnchorGenerator
 from detectres.modeling.box_coder import BoxCoder
 from detectres.modeling.losses import rpn_losses
@@ -66,18 +67,18 @@ class RPN(nn.Module):
         anchor_generator: Callable[..., AnchorGenerator],
         matcher: Matcher,
         box_coder: BoxCoder,
-        batch_size_per_image: int = 256,
-        positive_fraction: float = 0.5,
-        pre_nms_topk_train: int = 12000,
-        post_nms_topk_train: int = 2000,
-        pre_nms_topk_test: int = 6000,
-        post_nms_topk_test: int = 300,
-        nms_thresh: float = 0.7,
-        min_box_size: float = 0.0,
-        loss_weight: float = 1.0,
-        box_reg_loss_weight: float = 1.0,
-        smooth_l1_beta: float = 0.0,
-        head_channels: int | None = None,
+        batch_size_per_image: PositiveInt = 256,
+        positive_fraction: Fraction = 0.5,
+        pre_nms_topk_train: PositiveInt = 12000,
+        post_nms_topk_train: PositiveInt = 2000,
+        pre_nms_topk_test: PositiveInt = 6000,
+        post_nms_topk_test: PositiveInt = 300,
+        nms_thresh: Fraction = 0.7,
+        min_box_size: NonNegativeFloat = 0.0,
+        loss_weight: NonNegativeFloat = 1.0,
+        box_reg_loss_weight: NonNegativeFloat = 1.0,
+        smooth_l1_beta: NonNegativeFloat = 0.0,
+        head_channels: PositiveInt | None = None,
     ):
         super().__init__()
         self.anchor_generator = anchor_generator(stride=stride)

@@ -14,11 +14,13 @@ here. All boxes are scored and decoded in original-image pixels (box deltas are 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from detectres.config.schema import Fraction, PositiveFloat, PositiveInt, Sizes
 from detectres.modeling.detector import FasterRCNN
 from detectres.modeling.postprocessing import nonempty_detections
 from detectres.modeling.roi_heads.refinement import refine_detections
@@ -33,8 +35,8 @@ class BoxRefinement:
     """Re-score and re-regress each regressed box with the same head, union with the first predictions,
     NMS at ``nms_thresh``, then box voting at IoU ``vote_thresh`` (None: no voting)."""
 
-    nms_thresh: float = 0.3
-    vote_thresh: float | None = 0.5
+    nms_thresh: Fraction = 0.3
+    vote_thresh: Fraction | None = 0.5
 
 
 @dataclass
@@ -43,9 +45,9 @@ class MultiScaleTesting:
     at the two adjacent scales whose scaled area brackets ``canonical_size``**2 (None: the RoI's pooled
     extent in input pixels, 14 x 16 = 224 for the paper's model)."""
 
-    scales: tuple[int, ...] = (200, 400, 600, 800, 1000)
-    proposal_scale: int = 600
-    canonical_size: float | None = 224
+    scales: Sizes = (200, 400, 600, 800, 1000)
+    proposal_scale: PositiveInt = 600
+    canonical_size: PositiveFloat | None = 224
 
     def __post_init__(self):
         self.scales = tuple(sorted(int(s) for s in self.scales))
@@ -61,11 +63,11 @@ class ImageTTA:
     """Detect at each of ``sizes`` (shortest sides), also flipped when ``flip``; merge the passes by
     per-class NMS at ``nms_thresh`` (``merge="nms"``) or NMS then box voting at ``vote_thresh``."""
 
-    sizes: tuple[int, ...] = (600, 800, 1000)
+    sizes: Sizes = (600, 800, 1000)
     flip: bool = True
-    merge: str = "vote"
-    nms_thresh: float = 0.5
-    vote_thresh: float = 0.5
+    merge: Literal[MERGES] = "vote"  # type: ignore[valid-type]
+    nms_thresh: Fraction = 0.5
+    vote_thresh: Fraction = 0.5
 
     def __post_init__(self):
         self.sizes = tuple(int(s) for s in self.sizes)

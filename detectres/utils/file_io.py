@@ -1,43 +1,101 @@
-"""Files written atomically (temp file + rename) and torch files read without unpickling code."""
+"""Files written atomically (temp file + rename), torch files read without unpickling code, and the
+temporary files a killed write leaves behind."""
 from __future__ import annotations
 
+import errno
+import glob
+import logging
 import os
+import pickle
 import tempfile
 from typing import Any
 
 import torch
 
+logger = logging.getLogger(__name__)
+
+TEMP_PREFIX = ".tmp-"
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(OSError):
+    """A write failed for lack of space; the message names the file."""
+
+
+def disk_full_cause(error: BaseException) -> OSError | None:
+    """The out-of-space OSError behind ``error`` (torch wraps it in a RuntimeError), if there is one."""
+    seen = set()
+    while error is not None and id(error) not in seen:  # chains can loop (an error re-raised from its wrapper)
+        if isinstance(error, OSError) and error.errno in DISK_FULL:
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
 
 def atomic_torch_save(obj: Any, path: str) -> None:
-    """Write ``obj`` to ``path`` so that a crash leaves either the old file or the new one."""
+    """Write ``obj`` to ``path`` so that a crash leaves either the old file or the new one; a failed
+    write leaves no temporary file, and a full disk is reported as such, naming ``path``."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".pth", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if disk_full_cause(e) is not None:
+            raise DiskFullError(errno.ENOSPC, f"no space left on device while writing {path}") from None
         raise
 
 
 def atomic_write_text(text: str, path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if disk_full_cause(e) is not None:
+            raise DiskFullError(errno.ENOSPC, f"no space left on device while writing {path}") from None
+        raise
+
+
+def remove_stale_temp_files(directory: str) -> list[str]:
+    """Delete the temporary files of writes that never finished (a killed run's); returns their paths.
+    Call it only while holding the folder (see :mod:`detectres.utils.run_lock`)."""
+    stale = sorted(glob.glob(os.path.join(directory, TEMP_PREFIX + "*")))
+    for path in stale:
+        os.remove(path)
+    if stale:
+        logger.warning("removed %d unfinished temporary file(s) left in %s by an interrupted write", len(stale),
+                       directory)
+    return stale
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
     """Load a torch file with ``torch.load(weights_only=True)``: tensors and plain containers only."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK") or head.startswith(b"\x80")):
+        raise ValueError(f"{path} is not a torch checkpoint: a file torch.save wrote starts with a zip or pickle "
+                         f"header, this one with {head!r}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        detail = next((line.strip().split(". ")[0] for line in str(e).splitlines() if "Unsupported" in line),
+                      "not tensors and plain containers")
+        raise ValueError(f"refusing to load {path}: it holds Python objects that could run code "
+                         f"({detail.removeprefix('WeightsUnpickler error: ')}); nothing was executed") from e
     except Exception as e:
-        raise ValueError(f"cannot load checkpoint {path}: {e}") from e
+        reason = str(e).split(". ")[0].splitlines()[0]
+        raise ValueError(f"cannot load checkpoint {path} (cut short or corrupted?): {reason}") from e

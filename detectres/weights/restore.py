@@ -17,6 +17,7 @@ from torch import nn
 
 from detectres.config import CONFIG_FORMAT, carry_overrides
 from detectres.config.safety import targets_in
+from detectres.config.schema import Data, Input, ModelNode, validate
 from detectres.data.build import dataset_class_names
 from detectres.modeling.build import build_model
 from detectres.utils.env import resolve_device
@@ -85,6 +86,13 @@ def recipe_config(cfg: DictConfig, stored: dict, overrides: list[str] | tuple[st
     return carry_overrides(OmegaConf.create(merged), cfg, overrides)
 
 
+def checked_recipe(cfg: DictConfig, source: str) -> DictConfig:
+    """``cfg`` once its recipe nodes (from ``source``, with the command line's overrides) pass the schema."""
+    for node, schema in (("model", ModelNode), ("input", Input), ("data", Data)):
+        validate(cfg[node], schema, node)
+    return cfg
+
+
 def restore_config(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (), *, checkpoint: str | None = None
                    ) -> tuple[DictConfig, Weights | None, str | None]:
     """(config, weights, their path) for ``checkpoint`` (a detectres checkpoint) or ``cfg.model.weights``
@@ -94,7 +102,7 @@ def restore_config(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (),
         if not weights.config:
             raise ValueError(f"{checkpoint} carries no config: pass model=NAME model.weights={checkpoint} "
                              "instead of checkpoint=")
-        return recipe_config(cfg, weights.config, overrides), weights, checkpoint
+        return checked_recipe(recipe_config(cfg, weights.config, overrides), checkpoint), weights, checkpoint
     if cfg.model.weights:
         return cfg, read_for(cfg, cfg.model.weights), cfg.model.weights
     return cfg, None, None

@@ -17,7 +17,7 @@ import contextlib
 import io
 import logging
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import albumentations as A
 import numpy as np
@@ -48,6 +48,7 @@ class DetectionDataset(Dataset):
 
     Args:
         name: how the report and messages name this dataset (e.g. the annotation file).
+        source_files: the annotation / list files the records came from (what :meth:`identity` names).
         image_root: the folder that ``file_name`` entries are relative to.
         records: COCO-style ``{"images", "annotations", "categories"}``.
         transforms: an albumentations pipeline (see :mod:`detectres.data.transforms`), or None.
@@ -57,8 +58,10 @@ class DetectionDataset(Dataset):
     """
 
     def __init__(self, *, name: str, image_root: str, records: dict, transforms: A.Compose | None = None,
-                 checks: Mapping[str, str] | None = None, ignore_flag: str | None = None):
+                 checks: Mapping[str, str] | None = None, ignore_flag: str | None = None,
+                 source_files: Sequence[str] = ()):
         checks = dict(checks or {})
+        self.source_files = [os.path.abspath(p) for p in source_files]
         requested_scan = checks.pop("scan", "exists")
         self.report = DataReport(name, checks)
         self.name = name
@@ -110,6 +113,12 @@ class DetectionDataset(Dataset):
 
     def _where(self, image: dict) -> str:
         return f"{self.image_path_of(image)} (image id {image['id']})"
+
+    def identity(self) -> dict:
+        """What a resumed run checks it still trains on: the source files (path and size), the images and
+        the annotations kept."""
+        files = [{"path": p, "bytes": os.path.getsize(p) if os.path.isfile(p) else None} for p in self.source_files]
+        return {"files": files, "images": len(self), "annotations": len(self.coco.anns)}
 
     # -- reading ---------------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -39,4 +39,4 @@ class COCODataset(DetectionDataset):
         self.image_dir = image_dir
         self.ann_file = ann_file
         super().__init__(name=ann_file, image_root=image_dir, records=read_coco_json(ann_file),
-                         transforms=transforms, checks=checks)
+                         transforms=transforms, checks=checks, source_files=[ann_file])

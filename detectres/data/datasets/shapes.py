@@ -10,9 +10,12 @@ import json
 import os
 import shutil
 import tempfile
+from typing import Annotated
 
 import cv2
 import numpy as np
+
+from detectres.config.schema import PositiveInt, Range
 
 CLASSES = ("circle", "rectangle", "triangle")
 VERSION = 1  # bump when the generator changes, so cached copies are rebuilt
@@ -122,8 +125,8 @@ def generated_spec(root: str) -> dict | None:
     return spec if isinstance(spec, dict) and "version" in spec else None
 
 
-def ensure_shapes_dataset(root: str, *, num_train: int = 800, num_val: int = 100, size: int = 192,
-                          seed: int = 0) -> str:
+def ensure_shapes_dataset(root: str, *, num_train: PositiveInt = 800, num_val: PositiveInt = 100,
+                          size: Annotated[int, Range(64)] = 192, seed: int = 0) -> str:
     """Generate the dataset under ``root`` unless an identical one is already there; returns ``root``.
 
     Written to a temporary folder and renamed into place, so an interrupted run never leaves a

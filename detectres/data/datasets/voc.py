@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from typing import Mapping, Sequence
+from typing import Annotated, Mapping, Sequence
 
 import albumentations as A
 from tqdm import tqdm
 
+from detectres.config.schema import NonEmpty
 from detectres.data.datasets.base import DetectionDataset
 
 VOC_CLASSES = (
@@ -66,12 +67,18 @@ def parse_voc_xml(path: str) -> tuple[dict, list[dict]]:
     return {"width": width, "height": height}, objects
 
 
-def read_image_set(root: str, image_set: str) -> tuple[str, list[str]]:
-    """(year folder, image ids) for "VOC2007/trainval"; a missing folder or list raises, naming it."""
+def image_set_file(root: str, image_set: str) -> str:
+    """The list file of "VOC2007/trainval": ``root/VOC2007/ImageSets/Main/trainval.txt``."""
     year_dir, _, split = image_set.partition("/")
     if not split:
         raise ValueError(f"image set {image_set!r}: expected YEAR_FOLDER/SPLIT such as 'VOC2007/trainval'")
-    list_file = os.path.join(root, year_dir, "ImageSets", "Main", f"{split}.txt")
+    return os.path.join(root, year_dir, "ImageSets", "Main", f"{split}.txt")
+
+
+def read_image_set(root: str, image_set: str) -> tuple[str, list[str]]:
+    """(year folder, image ids) for "VOC2007/trainval"; a missing folder or list raises, naming it."""
+    list_file = image_set_file(root, image_set)
+    year_dir = image_set.partition("/")[0]
     if not os.path.isfile(list_file):
         raise FileNotFoundError(f"VOC image list not found: {list_file} (data.root must be the folder holding "
                                 f"{year_dir}/, with Annotations/, JPEGImages/ and ImageSets/Main/ inside)")
@@ -119,7 +126,8 @@ class VOCDataset(DetectionDataset):
         keep_difficult: also train on ``difficult`` objects (evaluation always ignores them).
     """
 
-    def __init__(self, *, root: str, image_sets: Sequence[str], class_names: Sequence[str] = VOC_CLASSES,
+    def __init__(self, *, root: str, image_sets: Annotated[list[str], NonEmpty()],
+                 class_names: Annotated[list[str], NonEmpty()] = VOC_CLASSES,
                  keep_difficult: bool = False, transforms: A.Compose | None = None,
                  checks: Mapping[str, str] | None = None):
         if not os.path.isdir(root):
@@ -128,4 +136,5 @@ class VOCDataset(DetectionDataset):
         self.image_sets = list(image_sets)
         super().__init__(name=f"{root} [{' + '.join(self.image_sets)}]", image_root=root,
                          records=voc_records(root, self.image_sets, list(class_names)), transforms=transforms,
-                         checks=checks, ignore_flag=None if keep_difficult else "difficult")
+                         checks=checks, ignore_flag=None if keep_difficult else "difficult",
+                         source_files=[image_set_file(root, s) for s in self.image_sets])

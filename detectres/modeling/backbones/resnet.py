@@ -11,10 +11,13 @@ Shapes: N images, C channels, H x W spatial size.
 """
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detectres.modeling.backbones.norm import ConvNorm, freeze_module, make_norm
+from detectres.config.schema import Length, PositiveInt, Range
+from detectres.modeling.backbones.norm import NORMS, ConvNorm, freeze_module, make_norm
 
 # depth -> (block kind, blocks per stage res2..res5)
 DEPTHS: dict[int, tuple[str, list[int]]] = {
@@ -160,15 +163,15 @@ class ResNet(nn.Module):
     def __init__(
         self,
         *,
-        depth: int = 50,
-        stem_channels: int = 64,
-        widths: list[int] | None = None,
-        num_blocks: list[int] | None = None,
+        depth: Literal[tuple(DEPTHS)] = 50,  # type: ignore[valid-type]
+        stem_channels: PositiveInt = 64,
+        widths: Annotated[list[PositiveInt], Length(4)] | None = None,
+        num_blocks: Annotated[list[PositiveInt], Length(4)] | None = None,
         stride_in_1x1: bool = True,
         preact: bool = False,
-        norm: str = "FrozenBN",
-        freeze_at: int = 2,
-        in_channels: int = 3,
+        norm: Literal[NORMS] = "FrozenBN",  # type: ignore[valid-type]
+        freeze_at: Annotated[int, Range(0, 5)] = 2,
+        in_channels: PositiveInt = 3,
     ):
         super().__init__()
         if depth not in DEPTHS:

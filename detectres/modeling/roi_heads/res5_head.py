@@ -8,11 +8,12 @@ classes, G ground-truth boxes.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor, nn
 
+from detectres.config.schema import Fraction, NonNegativeFloat, PositiveInt
 from detectres.modeling.box_coder import BoxCoder
 from detectres.modeling.losses import fast_rcnn_losses
 from detectres.modeling.matcher import Matcher
@@ -43,14 +44,14 @@ class Res5ROIHeads(nn.Module):
         pooler: Callable[..., RoIPooler],
         matcher: Matcher,
         box_coder: BoxCoder,
-        batch_size_per_image: int = 512,
-        positive_fraction: float = 0.25,
+        batch_size_per_image: PositiveInt = 512,
+        positive_fraction: Fraction = 0.25,
         proposal_append_gt: bool = True,
-        score_thresh: float = 0.05,
-        nms_thresh: float = 0.5,
-        detections_per_image: int = 100,
-        smooth_l1_beta: float = 0.0,
-        context: str | None = None,
+        score_thresh: Fraction = 0.05,
+        nms_thresh: Fraction = 0.5,
+        detections_per_image: PositiveInt = 100,
+        smooth_l1_beta: NonNegativeFloat = 0.0,
+        context: Literal["shared", "separate"] | None = None,
     ):
         super().__init__()
         if context not in (None, "shared", "separate"):

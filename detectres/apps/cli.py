@@ -1,0 +1,101 @@
+"""How every tool starts and fails.
+
+``run_tool(config_name, app)`` composes the config (a bad override is one line), checks it against the
+tool's schema (one line naming the key, the value and what is allowed), then runs ``app(cfg, overrides)``
+under Hydra. A user error - a bad value, a missing or unreadable file, bad data under a ``fail``
+policy, no GPU for ``runtime.device=cuda``, a full disk, a folder another run holds - prints one line,
+``detectres: error: ...``, to stderr and exits with status 1. Anything else is a bug and keeps its
+traceback; ``DETECTRES_DEBUG=1`` shows the traceback of user errors too.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Any, Callable
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException, HydraException, OverrideParseException
+from omegaconf import DictConfig
+
+from detectres.apps.demo.sources import SourceError
+from detectres.apps.schemas import validate_tool_config
+from detectres.config import CONFIG_DIR, compose_config, task_overrides
+from detectres.utils.file_io import disk_full_cause
+
+DEBUG_ENV = "DETECTRES_DEBUG"
+USER_ERRORS = (ValueError, OSError, FloatingPointError, SourceError, ConfigCompositionException,
+               OverrideParseException)
+
+
+def one_line(error: BaseException) -> str:
+    """The error as one line: a full disk named as such, Hydra's multi-line messages joined."""
+    full = disk_full_cause(error)
+    if full is not None and full is not error:
+        return f"no space left on device while writing {full.filename or 'a file'} ({error})"
+    if isinstance(error, OSError) and error.strerror and str(error).startswith("[Errno"):
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    text = re.sub(r"\n\t+", ", ", text.replace(":\n\t", ": "))
+    lines = [ln.strip().rstrip(".:") for ln in text.splitlines()
+             if ln.strip() and not ln.startswith((" ", "\t", "Config search path"))]
+    if isinstance(error, HydraException) and error.__cause__ is not None and lines:  # Hydra's reason
+        lines[0] += f": {str(error.__cause__).splitlines()[0]}"
+    return "; ".join(lines) or type(error).__name__
+
+
+def details(error: BaseException) -> list[str]:
+    """The indented lines of a multi-line message (every problem a data check found), shown above the error."""
+    if isinstance(error, HydraException):
+        return []
+    return [ln for ln in str(error).splitlines()[1:] if ln.startswith((" ", "\t")) and ln.strip()]
+
+
+def fail(error: BaseException) -> None:
+    """Report a user error in one line (after its details, if it lists any) and exit 1; re-raise it with
+    ``DETECTRES_DEBUG=1``."""
+    if os.environ.get(DEBUG_ENV):
+        raise error
+    for line in details(error):
+        print(line, file=sys.stderr)
+    print(f"detectres: error: {one_line(error)}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def remove_if_empty(folder: str | None) -> None:
+    """Hydra makes the run's folder before the tool starts; a run refused at start leaves no empty one."""
+    if folder and os.path.abspath(folder) != os.getcwd() and os.path.isdir(folder) and not os.listdir(folder):
+        os.rmdir(folder)
+
+
+def run_app(config_name: str, app: Callable[[DictConfig, list[str]], Any], cfg: DictConfig) -> int:
+    """Check ``cfg``, run ``app``; a user error ends in :func:`fail`. Returns the exit status."""
+    try:
+        validate_tool_config(config_name, cfg)
+        result = app(cfg, task_overrides())
+    except KeyboardInterrupt:
+        print("detectres: interrupted", file=sys.stderr, flush=True)
+        return 130
+    except USER_ERRORS as e:
+        remove_if_empty(HydraConfig.get().runtime.output_dir)
+        fail(e)
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+def run_tool(config_name: str, app: Callable[[DictConfig, list[str]], Any]) -> None:
+    """The command-line entry of a tool: ``python tools/X.py key=value ...``."""
+    args = sys.argv[1:]
+    if not any(a.startswith("-") for a in args):  # --help, --cfg job, -m: Hydra's own flags
+        try:
+            compose_config(config_name, args)
+        except HydraException as e:
+            fail(e)
+
+    @hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")
+    def task(cfg: DictConfig) -> None:
+        status = run_app(config_name, app, cfg)
+        if status:
+            sys.exit(status)
+
+    task()

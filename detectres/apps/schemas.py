@@ -1,0 +1,151 @@
+"""The schema of each tool's top-level config. Its nodes have theirs in :mod:`detectres.config.schema`
+(``runtime``, ``input``, ``data``, ``solver``) and in the constructors' signatures (every ``_target_``
+node); :func:`validate_tool_config` checks all of it before the tool does any work."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from omegaconf import DictConfig, OmegaConf
+
+from detectres.config.schema import (
+    ConfigError, Data, Fraction, Input, ModelNode, Node, NonEmpty, NonNegativeInt, PositiveInt, Range, Runtime, Solver,
+    validate,
+)
+from detectres.data.checks import SCAN_LEVELS, resolve_policies, scan_level
+from detectres.utils.comm import env_world_size
+
+
+def check_data_policies(data: DictConfig, path: str) -> None:
+    """``data.checks``: known problem kinds, each with a policy it allows, and a known scan level."""
+    checks = OmegaConf.to_container(data.checks, resolve=True)
+    scan = checks.pop("scan", "exists")
+    try:
+        scan_level(scan, resolve_policies(checks))
+    except (KeyError, ValueError) as e:
+        raise ConfigError(str(e.args[0]).replace("data.checks", f"{path}.checks")) from None
+
+
+@dataclass
+class TrainConfig:
+    input: Input
+    model: ModelNode
+    data: Data
+    solver: Solver
+    runtime: Runtime
+    resume: bool
+    allow_resume_changes: bool
+    seed: int
+    strict_weights: bool
+    sync_bn: bool
+    log_period: PositiveInt
+    vis_images: NonNegativeInt
+
+    @staticmethod
+    def cross_check(node: DictConfig, path: str) -> None:
+        check_data_policies(node.data, "data")
+        world = env_world_size()
+        if node.solver.ims_per_batch % world:
+            raise ConfigError(f"solver.ims_per_batch={node.solver.ims_per_batch}: the total over all processes must "
+                              f"be divisible by their number, {world}")
+
+
+@dataclass
+class EvalConfig:
+    input: Input
+    model: ModelNode
+    data: Data
+    test: Node
+    runtime: Runtime
+    checkpoint: str | None
+    ensemble: list[str]
+    vis_images: NonNegativeInt
+
+    @staticmethod
+    def cross_check(node: DictConfig, path: str) -> None:
+        check_data_policies(node.data, "data")
+
+
+@dataclass
+class PredictConfig:
+    input: Input
+    model: ModelNode
+    data: Data
+    runtime: Runtime
+    checkpoint: str | None
+    source: str | None
+    score_thresh: Fraction
+    max_images: NonNegativeInt
+
+
+@dataclass
+class DemoConfig:
+    input: Input
+    model: ModelNode
+    data: Data
+    runtime: Runtime
+    checkpoint: str | None
+    source: str | NonNegativeInt
+    output: str | None
+    display: bool | Literal["auto"]
+    score_thresh: Fraction
+    classes: Annotated[list[str], NonEmpty()] | None
+    max_frames: NonNegativeInt
+    queue_size: PositiveInt
+
+
+@dataclass
+class BenchmarkConfig:
+    runtime: Runtime
+    image: str
+    ann_file: str
+    min_size: PositiveInt
+    max_size: PositiveInt
+    rounds: PositiveInt
+    warmup: NonNegativeInt
+
+
+@dataclass
+class TrainBenchmarkConfig:
+    input: Input
+    model: ModelNode
+    runtime: Runtime
+    image: str
+    ann_file: str
+    min_size: PositiveInt
+    max_size: PositiveInt
+    batch: PositiveInt
+    modes: Annotated[list[Literal["fp32", "bf16", "fp16"]], NonEmpty()]
+    iters: PositiveInt
+    warmup: NonNegativeInt
+
+
+@dataclass
+class CheckDataConfig:
+    data: Data
+    splits: Annotated[list[Literal["train", "val"]], NonEmpty()]
+    scan: Literal[SCAN_LEVELS]  # type: ignore[valid-type]
+    show: Annotated[int, Range(-1)]
+    output: str | None
+
+    @staticmethod
+    def cross_check(node: DictConfig, path: str) -> None:
+        check_data_policies(node.data, "data")
+
+
+@dataclass
+class AblationConfig:
+    runtime: Runtime
+    checkpoint: str
+    context_checkpoint: str
+    overrides: list[str]
+
+
+SCHEMAS = {"train": TrainConfig, "eval": EvalConfig, "predict": PredictConfig, "demo": DemoConfig,
+           "benchmark": BenchmarkConfig, "train_benchmark": TrainBenchmarkConfig, "check_data": CheckDataConfig,
+           "ablation": AblationConfig}
+
+
+def validate_tool_config(config_name: str, cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` (one line naming the key) unless ``cfg`` fits the tool's schema."""
+    validate(cfg, SCHEMAS[config_name])

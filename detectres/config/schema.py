@@ -1,0 +1,328 @@
+"""One schema for every value a user can set, checked before any work starts.
+
+Two kinds of node, one checker (:func:`validate`):
+
+- a node with a ``_target_`` is checked against its constructor's signature: each key must be a
+  parameter, and each value must fit the parameter's type hint, ranges included (the hints use the
+  ``Annotated`` aliases below, e.g. ``nms_thresh: Fraction``). A dataclass target (the test-time
+  add-ons) is also built, so its own cross-field rules run;
+- every other node has a dataclass here (:class:`Runtime`, :class:`Input`, :class:`Data`,
+  :class:`Solver`) or in the tools' schemas (``detectres/apps/schemas.py``), typed the same way, with
+  an optional ``cross_check`` for rules that involve several keys.
+
+A bad value raises :class:`ConfigError` with one line naming the key, the value and what is allowed:
+``solver.max_iter=-1: must be an integer >= 1``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union
+
+from hydra.utils import get_object
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from detectres.utils.resize import INTERPOLATIONS
+
+
+class ConfigError(ValueError):
+    """A config value a user set is not allowed; the message is one line naming the key."""
+
+
+# -- constraints carried in Annotated[...] ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Range:
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+
+    def ok(self, v) -> bool:
+        return (self.lo is None or (v > self.lo if self.lo_open else v >= self.lo)) and (self.hi is None or v <= self.hi)
+
+    def __str__(self) -> str:
+        if self.lo is not None and self.hi is not None:
+            return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}]"
+        return f"{'>' if self.lo_open else '>='} {self.lo:g}" if self.lo is not None else f"<= {self.hi:g}"
+
+
+@dataclass(frozen=True)
+class Length:
+    n: int
+
+    def ok(self, v) -> bool:
+        return len(v) == self.n
+
+    def __str__(self) -> str:
+        return str(self.n)
+
+
+@dataclass(frozen=True)
+class NonEmpty:
+    def ok(self, v) -> bool:
+        return len(v) > 0
+
+    def __str__(self) -> str:
+        return "non-empty"
+
+
+@dataclass(frozen=True)
+class Increasing:
+    def ok(self, v) -> bool:
+        return all(b > a for a, b in zip(v[:-1], v[1:]))
+
+    def __str__(self) -> str:
+        return "increasing"
+
+
+@dataclass(frozen=True)
+class Pattern:
+    regex: str
+    what: str
+
+    def ok(self, v) -> bool:
+        return re.fullmatch(self.regex, v) is not None
+
+    def __str__(self) -> str:
+        return self.what
+
+
+PositiveInt = Annotated[int, Range(1)]
+NonNegativeInt = Annotated[int, Range(0)]
+PositiveFloat = Annotated[float, Range(0, lo_open=True)]
+NonNegativeFloat = Annotated[float, Range(0)]
+Fraction = Annotated[float, Range(0, 1)]  # probabilities, IoU and score thresholds
+Sizes = Annotated[list[PositiveInt], NonEmpty()]
+
+
+class Node:
+    """A config node built by ``instantiate``: checked against its ``_target_``'s signature."""
+
+    extra: dict[str, Any] = {}       # keys the node may carry besides the constructor's parameters
+    nullable: tuple[str, ...] = ()   # parameters whose null the caller fills in
+
+
+class ModelNode(Node):
+    """The ``model`` node: ``weights`` is loaded after building, a null ``num_classes`` is counted."""
+
+    extra = {"weights": Union[str, None]}
+    nullable = ("num_classes",)
+
+
+# -- the checker ----------------------------------------------------------------------------------------
+NOUNS = {int: ("an integer", "integers"), float: ("a number", "numbers"), bool: ("true or false", "true/false values"),
+         str: ("a string", "strings"), type(None): ("null", "nulls")}
+
+
+def describe_list(items, constraints) -> str:
+    """``a non-empty list of integers >= 1``, ``an increasing list of ...``, ``a list of 4 numbers > 0``."""
+    elements = describe(typing.get_args(items)[0], plural=True) if typing.get_args(items) else "values"
+    count = [str(c) for c in constraints if isinstance(c, Length)]
+    adjectives = " ".join(str(c) for c in constraints if isinstance(c, (NonEmpty, Increasing)))
+    head = f"{adjectives} list" if adjectives else "list"
+    return f"{'an' if head[0] in 'aeiou' else 'a'} {head} of {' '.join([*count, elements])}"
+
+
+def describe(hint, plural: bool = False) -> str:
+    """What ``hint`` allows, in words."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        base, constraints = args[0], args[1:]
+        if typing.get_origin(base) in (list, tuple):
+            return describe_list(base, constraints)
+        return " ".join([describe(base, plural), *(str(c) for c in constraints if not isinstance(c, (NonEmpty,)))])
+    if origin in (Union, types.UnionType):
+        return " or ".join(describe(a, plural) for a in args)
+    if origin is Literal:
+        choices = ", ".join("null" if a is None else str(a).lower() if isinstance(a, bool) else str(a) for a in args)
+        return f"values among {choices}" if plural else f"one of {choices}"
+    if origin in (list, tuple):
+        return describe_list(hint, ())
+    if hint in NOUNS:
+        return NOUNS[hint][plural]
+    return getattr(hint, "__name__", str(hint))
+
+
+def fits(value, hint) -> bool:
+    """Does ``value`` (plain Python, already resolved) fit ``hint``? Nodes are checked elsewhere."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        return fits(value, args[0]) and all(c.ok(value) for c in args[1:] if hasattr(c, "ok"))
+    if origin in (Union, types.UnionType):
+        return any(fits(value, a) for a in args)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple)) and (not args or all(fits(v, args[0]) for v in value))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is type(None):
+        return value is None
+    return True  # a module, a callable, a mapping: not a value a user types
+
+
+def node_hints(hint) -> tuple[type | None, bool]:
+    """(the dataclass schema or Node a dict value should be checked as, whether null is allowed)."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
+    schema = next((o for o in options if isinstance(o, type) and (issubclass(o, Node) or dataclasses.is_dataclass(o))),
+                  None)
+    return schema, type(None) in options
+
+
+def resolved(node: DictConfig | ListConfig, key, path: str):
+    """``node[key]`` with interpolations resolved; a missing or broken value is a :class:`ConfigError`."""
+    if OmegaConf.is_missing(node, key):
+        raise ConfigError(f"{path}: missing (???); give {path}=VALUE")
+    try:
+        value = node[key]
+        return OmegaConf.to_container(value, resolve=True) if isinstance(value, ListConfig) else value
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{path}: cannot resolve {OmegaConf.to_container(node)[key]!r}: {e.msg}") from None
+
+
+def check_value(value, hint, path: str) -> None:
+    """Raise :class:`ConfigError` unless ``value`` fits ``hint`` (recursing into nested nodes)."""
+    schema, nullable = node_hints(hint)
+    if isinstance(value, DictConfig):
+        if schema is not None or "_target_" in value:
+            validate(value, schema or Node, path)
+        return  # a free-form mapping
+    if value is None and (nullable or fits(None, hint)):
+        return
+    if schema is not None:
+        raise ConfigError(f"{path}={value!r}: must be a config node" + (" or null" if nullable else ""))
+    if not fits(value, hint):
+        raise ConfigError(f"{path}={value!r}: must be {describe(hint)}")
+
+
+def target_hints(target: str, path: str) -> tuple[dict[str, Any], inspect.Signature, Any]:
+    try:
+        obj = get_object(target)
+    except Exception as e:
+        raise ConfigError(f"{path}._target_={target!r}: cannot import it ({e})") from None
+    fn = obj.__init__ if inspect.isclass(obj) else obj
+    return typing.get_type_hints(fn, include_extras=True), inspect.signature(obj), obj
+
+
+def validate_target(node: DictConfig, path: str, kind: type[Node] = Node) -> None:
+    hints, signature, obj = target_hints(node._target_, path)
+    hints = {**hints, **kind.extra, **{k: Union[hints.get(k, Any), None] for k in kind.nullable}}
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    for key in node:
+        if key in ("_target_", "_partial_"):
+            continue
+        where = f"{path}.{key}" if path else key
+        if key not in signature.parameters and key not in kind.extra and not takes_kwargs:
+            raise ConfigError(f"{where}: not a parameter of {node._target_} (it takes "
+                              f"{', '.join(signature.parameters)})")
+        check_value(resolved(node, key, where), hints.get(key, Any), where)
+    if dataclasses.is_dataclass(obj):  # its own cross-field rules (__post_init__)
+        values = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")}
+        try:
+            obj(**values)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{path}: {e}") from None
+
+
+def validate(node: DictConfig, schema, path: str = "") -> None:
+    """Check ``node`` (a composed config or part of one) against ``schema`` (a dataclass, :class:`Node`
+    for a ``_target_`` node, or ``dict`` for free-form); raises :class:`ConfigError`."""
+    if "_target_" in node:
+        validate_target(node, path, schema if isinstance(schema, type) and issubclass(schema, Node) else Node)
+    elif dataclasses.is_dataclass(schema):
+        hints = typing.get_type_hints(schema, include_extras=True)
+        required = {f.name for f in dataclasses.fields(schema)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        for key in node:
+            where = f"{path}.{key}" if path else key
+            if key not in hints:
+                raise ConfigError(f"{where}: unknown key (allowed here: {', '.join(hints)})")
+            check_value(resolved(node, key, where), hints[key], where)
+        absent = sorted(required - set(node))
+        if absent:
+            raise ConfigError(f"{path or 'the config'}: missing {', '.join(absent)}")
+        cross_check = getattr(schema, "cross_check", None)
+        if cross_check is not None:
+            cross_check(node, path)
+    elif isinstance(schema, type) and issubclass(schema, Node):
+        raise ConfigError(f"{path}: must be a config node with a _target_")
+
+
+# -- the nodes that are not constructors ----------------------------------------------------------------
+Device = Annotated[str, Pattern(r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda or cuda:N")]
+
+
+@dataclass
+class Runtime:
+    output_dir: str | None
+    device: Device
+    num_threads: PositiveInt | None
+    amp: bool | Literal["bf16", "fp16"]
+    deterministic: bool
+    dist_timeout_s: PositiveFloat
+
+    @staticmethod
+    def cross_check(node: DictConfig, path: str) -> None:
+        import torch
+
+        device = node.device
+        if device.startswith("cuda"):
+            index = int(device.split(":")[1]) if ":" in device else 0
+            if not torch.cuda.is_available():
+                raise ConfigError(f"{path}.device={device}: no CUDA GPU is available on this machine "
+                                  f"(torch.cuda.is_available() is False); use {path}.device=cpu or auto")
+            if index >= torch.cuda.device_count():
+                raise ConfigError(f"{path}.device={device}: this machine has {torch.cuda.device_count()} GPU(s)")
+
+
+@dataclass
+class Input:
+    min_size_train: Sizes
+    max_size_train: PositiveInt
+    min_size_test: PositiveInt
+    max_size_test: PositiveInt
+    random_flip: Fraction
+    interpolation: Literal[INTERPOLATIONS]  # type: ignore[valid-type]
+
+
+@dataclass
+class Data:
+    train: Node
+    val: Node
+    evaluator: Node
+    checks: dict
+    num_workers: NonNegativeInt
+    root: str | None = None
+    generate: Node | None = None
+    class_names: Annotated[list[str], NonEmpty()] | None = None
+
+
+@dataclass
+class Solver:
+    ims_per_batch: PositiveInt
+    max_iter: PositiveInt
+    optimizer: Node
+    lr_scheduler: Node
+    clip_grad_norm: NonNegativeFloat
+    max_nonfinite_steps: NonNegativeInt
+    checkpoint_period: NonNegativeInt
+    eval_period: NonNegativeInt
+
+    @staticmethod
+    def cross_check(node: DictConfig, path: str) -> None:
+        steps = list(node.lr_scheduler.steps) if "steps" in node.lr_scheduler else []
+        late = [s for s in steps if s >= node.max_iter]
+        if late:
+            raise ConfigError(f"{path}.lr_scheduler.steps={steps}: every step must be below "
+                              f"{path}.max_iter={node.max_iter}")

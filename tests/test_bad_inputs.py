@@ -1,0 +1,262 @@
+"""Hostile inputs, as a new user would type them: every one ends in one line, `detectres: error: ...`,
+a non-zero exit status, and nothing lost or left behind (no untrained checkpoint, no temporary file,
+no lock, no folder a refused run made)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from detectres.config import PROJECT_ROOT
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+TRAIN = str(PROJECT_ROOT / "tools" / "train_net.py")
+TOOLS = {"train": TRAIN, "test": str(PROJECT_ROOT / "tools" / "test_net.py"),
+         "predict": str(PROJECT_ROOT / "tools" / "predict.py"), "demo": str(PROJECT_ROOT / "demo" / "demo.py"),
+         "check": str(PROJECT_ROOT / "tools" / "check_data.py")}
+
+
+def run(tool, *args, env=ENV, timeout=300):
+    return subprocess.run([sys.executable, TOOLS[tool], *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def error_line(res) -> str:
+    """The one error line: the last line of stderr, and the only one starting 'detectres: error:'."""
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode != 0, res.stdout[-2000:]
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert [ln for ln in lines if ln.startswith("detectres: error:")] == lines[-1:], res.stderr[-3000:]
+    return lines[-1]
+
+
+def leftovers(folder) -> list[str]:
+    """Files in ``folder`` a run refused at start must not leave (the folder itself included)."""
+    if not os.path.exists(folder):
+        return []
+    return sorted(f for f in os.listdir(folder))
+
+
+FAST = ["solver.ims_per_batch=2", "solver.max_iter=2", "solver.lr_scheduler.steps=[1]",
+        "solver.lr_scheduler.warmup_iters=1", "vis_images=0", "runtime.num_threads=1", "log_period=1"]
+
+
+@pytest.fixture(scope="module")
+def tiny(shapes_overrides):
+    """Overrides for a 2-iteration quickstart run on the tiny shapes set (a few seconds)."""
+    return [*shapes_overrides, *FAST]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny):
+    out = tmp_path_factory.mktemp("trained") / "run"
+    res = run("train", *tiny, "solver.checkpoint_period=1", f"runtime.output_dir={out}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out
+
+
+BAD_VALUES = [
+    ("solver.ims_per_batch=0", "solver.ims_per_batch=0: must be an integer >= 1"),
+    ("solver.max_iter=-1", "solver.max_iter=-1: must be an integer >= 1"),
+    ("solver.max_iter=abc", "solver.max_iter='abc': must be an integer >= 1"),
+    ("solver.optimizer.base_lr=nan", "solver.optimizer.base_lr=nan: must be a number > 0"),
+    ("solver.lr_scheduler.steps=[2,1]", "solver.lr_scheduler.steps=[2, 1]: must be an increasing list"),
+    ("solver.lr_scheduler.steps=[5]", "solver.lr_scheduler.steps=[5]: every step must be below solver.max_iter=2"),
+    ("model.roi_heads.score_thresh=1.5", "model.roi_heads.score_thresh=1.5: must be a number in [0, 1]"),
+    ("model.backbone.depth=42", "model.backbone.depth=42: must be one of 18, 34, 50, 101, 152"),
+    ("input.min_size_test=0", "input.min_size_test=0: must be an integer >= 1"),
+    ("runtime.amp=fp8", "runtime.amp='fp8': must be true or false or one of bf16, fp16"),
+    ("data.checks.missing_image=fix", "data.checks.missing_image='fix' is not allowed; choose one of skip_image, fail"),
+    ("solver.max_iters=5", "Could not override 'solver.max_iters': Key 'max_iters' is not in struct"),
+    ("model=r42_c4", "Could not find 'model/r42_c4'"),
+]
+
+
+@pytest.mark.parametrize("override, message", BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
+def test_bad_values_stop_before_any_work(tiny, tmp_path, override, message):
+    out = tmp_path / "run"
+    res = run("train", *tiny, override, f"runtime.output_dir={out}")
+    assert message in error_line(res)
+    assert leftovers(out) == []  # no folder, no log, no untrained model_final.pth
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_a_gpu_is_one_line(tiny, tmp_path):
+    res = run("train", *tiny, "runtime.device=cuda", f"runtime.output_dir={tmp_path / 'run'}")
+    assert "runtime.device=cuda: no CUDA GPU is available on this machine" in error_line(res)
+
+
+def test_missing_and_unreadable_files_are_one_line(trained, tmp_path):
+    (tmp_path / "text.pth").write_text("hello, not a checkpoint\n")
+    cases = [
+        (run("test", f"checkpoint={tmp_path / 'text.pth'}"), "is not a torch checkpoint"),
+        (run("test", f"checkpoint={tmp_path / 'missing.pth'}"), f"not found: {tmp_path / 'missing.pth'}"),
+        (run("predict", f"checkpoint={trained / 'model_final.pth'}", f"source={tmp_path / 'nope.jpg'}",
+             f"runtime.output_dir={tmp_path / 'p'}"), f"input not found: {tmp_path / 'nope.jpg'}"),
+        (run("train", "data=custom", f"data.train.image_dir={tmp_path}", f"data.train.ann_file={tmp_path / 'a.json'}",
+             f"data.val.image_dir={tmp_path}", f"data.val.ann_file={tmp_path / 'a.json'}",
+             f"runtime.output_dir={tmp_path / 'r'}"), f"annotation file not found: {tmp_path / 'a.json'}"),
+        (run("train", "data=custom"), "data.train.image_dir: missing"),
+    ]
+    for res, message in cases:
+        assert message in error_line(res)
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_data_under_a_fail_policy_and_a_malformed_file(tmp_path, tiny):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.zeros((64, 64, 3), np.uint8))
+    ann = {"images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64},
+                      {"id": 2, "file_name": "gone.png", "width": 64, "height": 64}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 20, 20]}],
+           "categories": [{"id": 1, "name": "thing"}]}
+    (tmp_path / "ann.json").write_text(json.dumps(ann))
+    data = ["data=custom", f"data.train.image_dir={images}", f"data.train.ann_file={tmp_path / 'ann.json'}",
+            f"data.val.image_dir={images}", f"data.val.ann_file={tmp_path / 'ann.json'}", "data.num_workers=0"]
+    res = run("train", *data, "data.checks.missing_image=fail", f"runtime.output_dir={tmp_path / 'r'}")
+    line = error_line(res)
+    assert f"{tmp_path / 'ann.json'}: 1 problem(s) with policy 'fail'" in line
+    assert "gone.png" in res.stderr and "missing_image" in res.stderr  # each problem listed above the line
+    assert not (tmp_path / "r" / "model_final.pth").exists()
+    (tmp_path / "ann.json").write_text('{"images": [')
+    res = run("train", *data, f"runtime.output_dir={tmp_path / 'r2'}")
+    assert f"{tmp_path / 'ann.json'}: malformed JSON at line 1" in error_line(res)
+
+
+def test_two_trainings_on_one_folder_exactly_one_runs(tiny, tmp_path):
+    out = tmp_path / "shared"
+    procs = [subprocess.Popen([sys.executable, TRAIN, *tiny, f"runtime.output_dir={out}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=ENV) for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 1], [r[1][-2000:] for r in results]
+    loser = results[[p.returncode for p in procs].index(1)]
+    assert f"{out} is in use by another run: pid " in loser[1].strip().splitlines()[-1]
+    metrics = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert [m["iteration"] for m in metrics if "lr" in m] == [0, 1]  # one run's lines, not two interleaved
+    assert not (out / ".detectres.lock").exists()  # released at the end
+
+
+def test_a_stale_lock_is_taken_over_and_unfinished_temp_files_removed(tiny, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / ".detectres.lock").write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename,
+                                                     "started": "earlier", "command": "killed"}))
+    (out / ".tmp-abcd1234.pth").write_bytes(b"half a checkpoint")
+    res = run("train", *tiny, f"runtime.output_dir={out}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    log = res.stdout + res.stderr
+    assert "taking over the stale lock" in log and "removed 1 unfinished temporary file" in log
+    assert not any(f.startswith(".tmp-") for f in os.listdir(out)) and (out / "model_final.pth").exists()
+    # a lock held by a live process (this test's) is refused, naming it
+    (out / ".detectres.lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename,
+                                                     "started": "now", "command": "pytest"}))
+    res = run("train", *tiny, f"runtime.output_dir={out}", "resume=true")
+    assert f"is in use by another run: pid {os.getpid()}" in error_line(res)
+
+
+def test_resume_checks_classes_and_data(tmp_path):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    anns, image_entries = [], []
+    for i in range(4):
+        img = np.full((96, 96, 3), 40, np.uint8)
+        cv2.rectangle(img, (10 + 5 * i, 10), (50 + 5 * i, 60), (200, 30, 30), -1)
+        cv2.imwrite(str(images / f"{i}.png"), img)
+        image_entries.append({"id": i + 1, "file_name": f"{i}.png", "width": 96, "height": 96})
+        anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1 + i % 2, "bbox": [10 + 5 * i, 10, 40, 50]})
+    cats = [{"id": 1, "name": "box"}, {"id": 2, "name": "blob"}]
+    ann_file = tmp_path / "ann.json"
+    ann_file.write_text(json.dumps({"images": image_entries, "annotations": anns, "categories": cats}))
+    data = ["data=custom", f"data.train.image_dir={images}", f"data.train.ann_file={ann_file}",
+            f"data.val.image_dir={images}", f"data.val.ann_file={ann_file}", "data.num_workers=0",
+            "input.min_size_train=[96]", "input.min_size_test=96"]
+    common = [*FAST, *data, f"runtime.output_dir={tmp_path / 'run'}", "solver.checkpoint_period=1"]
+    assert run("train", *common).returncode == 0
+    os.remove(tmp_path / "run" / "model_final.pth")  # as if killed after the first checkpoint
+    (tmp_path / "run" / "last_checkpoint").write_text("model_0000001.pth")
+    cats[0]["name"], cats[1]["name"] = "blob", "box"  # same count, other order
+    ann_file.write_text(json.dumps({"images": image_entries, "annotations": anns, "categories": cats}))
+    res = run("train", *common, "resume=true")
+    line = error_line(res)
+    assert "cannot resume from" in line and "class_names: ['box', 'blob'] -> ['blob', 'box']" in line
+    assert "allow_resume_changes=true" in line and not (tmp_path / "run" / "model_final.pth").exists()
+    cats[0]["name"], cats[1]["name"] = "box", "blob"
+    anns.append({"id": 9, "image_id": 1, "category_id": 2, "bbox": [60, 60, 20, 20]})  # the data changed
+    ann_file.write_text(json.dumps({"images": image_entries, "annotations": anns, "categories": cats}))
+    line = error_line(run("train", *common, "resume=true"))
+    assert "training data:" in line and "4 annotations" in line and "5 annotations" in line
+    res = run("train", *common, "resume=true", "allow_resume_changes=true")
+    assert res.returncode == 0 and "resuming from" in res.stdout + res.stderr
+
+
+INJECT_FULL_DISK = """
+import errno, os, runpy, sys
+real_fdopen, writes = os.fdopen, [0]
+class FullDisk:
+    def __init__(self, f): self.f, self.n = f, 0
+    def write(self, b):
+        self.n += len(b)
+        if self.n > 65536: raise OSError(errno.ENOSPC, "No space left on device")
+        return self.f.write(b)
+    def __getattr__(self, name): return getattr(self.f, name)
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.f.close()
+def fdopen(fd, mode="r", *args, **kwargs):
+    f = real_fdopen(fd, mode, *args, **kwargs)
+    if "b" in mode and "w" in mode:
+        writes[0] += 1
+        if writes[0] >= 2:  # the first checkpoint fits, the second does not
+            return FullDisk(f)
+    return f
+os.fdopen = fdopen
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_a_full_disk_names_the_file_and_leaves_the_last_good_checkpoint(tiny, tmp_path):
+    out = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-c", INJECT_FULL_DISK, TRAIN, *tiny, "solver.max_iter=3",
+                          "solver.checkpoint_period=1", f"runtime.output_dir={out}"], capture_output=True, text=True,
+                         env=ENV, timeout=300)
+    line = error_line(res)
+    assert line == f"detectres: error: no space left on device while writing {out / 'model_0000002.pth'}"
+    files = os.listdir(out)
+    assert not [f for f in files if f.startswith(".tmp-")] and ".detectres.lock" not in files
+    assert open(out / "last_checkpoint").read() == "model_0000001.pth"
+    assert torch.load(out / "model_0000001.pth", weights_only=True)["iteration"] == 0
+
+
+def test_the_demo_runs_from_a_model_config_and_weights(trained, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(frames / f"{i}.png"), np.full((64, 64, 3), 60 * i, np.uint8))
+    res = run("demo", "model=quickstart", f"model.weights={trained / 'model_final.pth'}", f"source={frames}",
+              f"output={tmp_path / 'out'}", "display=false")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "processed 2 frames" in res.stdout and sorted(os.listdir(tmp_path / "out")) == ["0.jpg", "1.jpg"]
+
+
+def test_ctrl_c_during_training_exits_130_and_releases_the_folder(tiny, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, TRAIN, *tiny, "solver.max_iter=100000", "solver.lr_scheduler.steps=[99999]",
+                             f"runtime.output_dir={out}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ENV)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and stderr.strip().splitlines()[-1] == "detectres: interrupted"
+    assert not (out / ".detectres.lock").exists()
