@@ -78,12 +78,29 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize("override, message", BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
-def test_bad_values_stop_before_any_work(tiny, tmp_path, override, message):
+@pytest.mark.parametrize("override, message", BAD_VALUES[:-2], ids=[b[0] for b in BAD_VALUES[:-2]])
+def test_bad_values_stop_before_any_work(tiny, tmp_path, capsys, override, message):
+    """In process, through the tools' own entry (``run_app``: schema check, then the app)."""
+    from detectres.apps.cli import run_app
+    from detectres.apps.train import train
+    from detectres.config import compose_config
+
+    out = tmp_path / "run"
+    cfg = compose_config("train", [*tiny, override, f"runtime.output_dir={out}"])
+    with pytest.raises(SystemExit) as exit_info:
+        run_app("train", train, cfg)
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"detectres: error: {message}")
+    assert leftovers(out) == []  # nothing was made: no folder, no log, no untrained model_final.pth
+
+
+@pytest.mark.parametrize("override, message", [BAD_VALUES[2], *BAD_VALUES[-2:]], ids=["max_iter_abc", "typo",
+                                                                                       "no_such_model"])
+def test_bad_values_on_the_command_line(tiny, tmp_path, override, message):
     out = tmp_path / "run"
     res = run("train", *tiny, override, f"runtime.output_dir={out}")
     assert message in error_line(res)
-    assert leftovers(out) == []  # no folder, no log, no untrained model_final.pth
+    assert leftovers(out) == []  # Hydra made the folder; the refused run removed it
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")

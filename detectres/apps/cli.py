@@ -17,7 +17,7 @@ from typing import Any, Callable
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, HydraException, OverrideParseException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from detectres.apps.demo.sources import SourceError
 from detectres.apps.schemas import validate_tool_config
@@ -78,7 +78,7 @@ def run_app(config_name: str, app: Callable[[DictConfig, list[str]], Any], cfg: 
         print("detectres: interrupted", file=sys.stderr, flush=True)
         return 130
     except USER_ERRORS as e:
-        remove_if_empty(HydraConfig.get().runtime.output_dir)
+        remove_if_empty(OmegaConf.select(HydraConfig.get(), "runtime.output_dir", throw_on_missing=False))
         fail(e)
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
