@@ -13,6 +13,7 @@ import os
 from omegaconf import DictConfig
 
 from detectres.apps.evaluate import evaluate
+from detectres.apps.schemas import validate_tool_config
 from detectres.config import compose_config
 from detectres.weights import read_weights
 
@@ -53,7 +54,9 @@ def run_ablation(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -
     for name, overrides in ablation_rows(cfg.checkpoint, cfg.context_checkpoint):
         row = [*overrides, *shared, f"runtime.output_dir={os.path.join(output_dir, name.strip('+'))}"]
         print(f"== {name}: {' '.join(row)}")
-        results[name] = evaluate(compose_config("eval", row), row)
+        row_cfg = compose_config("eval", row)
+        validate_tool_config("eval", row_cfg)
+        results[name] = evaluate(row_cfg, row)
     table = format_table(results)
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "ablation.md"), "w") as f:
