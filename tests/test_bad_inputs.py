@@ -267,8 +267,8 @@ def test_the_demo_runs_from_a_model_config_and_weights(trained, tmp_path):
 
 def test_ctrl_c_during_training_exits_130_and_releases_the_folder(tiny, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, TRAIN, *tiny, "solver.max_iter=100000", "solver.lr_scheduler.steps=[99999]",
-                             f"runtime.output_dir={out}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen([sys.executable, TRAIN, *tiny, "solver.max_iter=100000",
+                             "solver.lr_scheduler.steps=[99999]", f"runtime.output_dir={out}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=ENV)
     deadline = time.time() + 120
     while not (out / "metrics.jsonl").exists() and time.time() < deadline:

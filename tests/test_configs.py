@@ -215,3 +215,42 @@ def test_composing_inside_another_hydra_app_leaves_its_state(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == ["app", "True", "800", "None"]
+
+
+@pytest.mark.parametrize("name", sorted(TOP_LEVEL))
+def test_every_shipped_config_passes_the_schema(name):
+    """No false alarms: every top-level config, and every option of every group, validates as shipped."""
+    from detectres.apps.schemas import validate_tool_config
+
+    validate_tool_config(name, compose_config(name, TOP_LEVEL[name]))
+    if name in ("train", "eval"):
+        groups = {"model": group_options("model"), "data": [d for d in group_options("data") if d != "custom"],
+                  "solver": group_options("solver") if name == "train" else [],
+                  "test": group_options("test") if name == "eval" else []}
+        for group, options in groups.items():
+            for option in options:
+                validate_tool_config(name, compose_config(name, [f"{group}={option}"]))
+
+
+def test_the_schema_names_the_key_the_value_and_what_is_allowed():
+    from detectres.apps.schemas import validate_tool_config
+    from detectres.config.schema import ConfigError
+
+    cases = {
+        "+model.rpn.nms=0.5": "model.rpn.nms: not a parameter of detectres.modeling.rpn.RPN",
+        "model.rpn.anchor_generator.offset=2": "model.rpn.anchor_generator.offset=2: must be a number in [0, 1]",
+        "model.roi_heads.pooler.kind=max": "model.roi_heads.pooler.kind='max': must be one of align, pool",
+        "model.backbone.norm=LN": "model.backbone.norm='LN': must be one of FrozenBN, BN, GN",
+        "solver.optimizer.momentum=1.5": "solver.optimizer.momentum=1.5: must be a number in [0, 1]",
+        "runtime.num_threads=0": "runtime.num_threads=0: must be an integer >= 1 or null",
+        "runtime.device=gpu": "runtime.device='gpu': must be a string auto, cpu, cuda or cuda:N",
+        "input.random_flip=2": "input.random_flip=2: must be a number in [0, 1]",
+        "data.checks.box_outside_image=ignore": "data.checks.box_outside_image='ignore' is not allowed",
+        "+seeds=3": "seeds: unknown key",
+    }
+    for override, message in cases.items():
+        with pytest.raises(ConfigError) as err:
+            validate_tool_config("train", compose_config("train", [override]))
+        assert str(err.value).startswith(message), (override, str(err.value))
+    with pytest.raises(ConfigError, match=r"^test.multiscale: multiscale.proposal_scale 700 must be one of"):
+        validate_tool_config("eval", compose_config("eval", ["test=multiscale", "test.multiscale.proposal_scale=700"]))

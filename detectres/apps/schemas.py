@@ -26,6 +26,14 @@ def check_data_policies(data: DictConfig, path: str) -> None:
         raise ConfigError(str(e.args[0]).replace("data.checks", f"{path}.checks")) from None
 
 
+class ChecksData:
+    """A tool that loads the data: its ``data.checks`` policies are checked too."""
+
+    @staticmethod
+    def cross_check(node: DictConfig, path: str) -> None:
+        check_data_policies(node.data, "data")
+
+
 @dataclass
 class TrainConfig:
     input: Input
@@ -51,7 +59,7 @@ class TrainConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(ChecksData):
     input: Input
     model: ModelNode
     data: Data
@@ -60,10 +68,6 @@ class EvalConfig:
     checkpoint: str | None
     ensemble: list[str]
     vis_images: NonNegativeInt
-
-    @staticmethod
-    def cross_check(node: DictConfig, path: str) -> None:
-        check_data_policies(node.data, "data")
 
 
 @dataclass
@@ -121,16 +125,12 @@ class TrainBenchmarkConfig:
 
 
 @dataclass
-class CheckDataConfig:
+class CheckDataConfig(ChecksData):
     data: Data
     splits: Annotated[list[Literal["train", "val"]], NonEmpty()]
     scan: Literal[SCAN_LEVELS]  # type: ignore[valid-type]
     show: Annotated[int, Range(-1)]
     output: str | None
-
-    @staticmethod
-    def cross_check(node: DictConfig, path: str) -> None:
-        check_data_policies(node.data, "data")
 
 
 @dataclass

@@ -43,7 +43,8 @@ class Range:
     lo_open: bool = False
 
     def ok(self, v) -> bool:
-        return (self.lo is None or (v > self.lo if self.lo_open else v >= self.lo)) and (self.hi is None or v <= self.hi)
+        above = self.lo is None or (v > self.lo if self.lo_open else v >= self.lo)
+        return above and (self.hi is None or v <= self.hi)
 
     def __str__(self) -> str:
         if self.lo is not None and self.hi is not None:

@@ -31,7 +31,8 @@ class AnchorGenerator(nn.Module):
     pixels apart (the RPN passes its backbone's stride)."""
 
     def __init__(self, *, sizes: Annotated[list[PositiveFloat], NonEmpty()],
-                 aspect_ratios: Annotated[list[PositiveFloat], NonEmpty()], stride: PositiveInt, offset: Fraction = 0.0):
+                 aspect_ratios: Annotated[list[PositiveFloat], NonEmpty()], stride: PositiveInt,
+                 offset: Fraction = 0.0):
         super().__init__()
         self.stride = int(stride)
         self.offset = float(offset)

@@ -20,7 +20,8 @@ DEFAULT_SCALE_CLAMP = math.log(1000.0 / 16)
 class BoxCoder:
     """Encode (dx, dy, dw, dh) of targets relative to reference boxes, scaled by ``weights``."""
 
-    def __init__(self, *, weights: Annotated[list[PositiveFloat], Length(4)], scale_clamp: PositiveFloat = DEFAULT_SCALE_CLAMP):
+    def __init__(self, *, weights: Annotated[list[PositiveFloat], Length(4)],
+                 scale_clamp: PositiveFloat = DEFAULT_SCALE_CLAMP):
         self.weights = tuple(float(w) for w in weights)
         self.scale_clamp = scale_clamp
 

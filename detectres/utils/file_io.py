@@ -8,7 +8,7 @@ import logging
 import os
 import pickle
 import tempfile
-from typing import Any
+from typing import IO, Any, Callable
 
 import torch
 
@@ -33,15 +33,15 @@ def disk_full_cause(error: BaseException) -> OSError | None:
     return None
 
 
-def atomic_torch_save(obj: Any, path: str) -> None:
-    """Write ``obj`` to ``path`` so that a crash leaves either the old file or the new one; a failed
-    write leaves no temporary file, and a full disk is reported as such, naming ``path``."""
+def atomic_write(path: str, write: Callable[[IO], None], *, binary: bool, suffix: str = "") -> None:
+    """Write ``path`` through ``write(file)`` so that a crash leaves either the old file or the new one; a
+    failed write leaves no temporary file, and a full disk is reported as such, naming ``path``."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".pth", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=directory)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -53,19 +53,12 @@ def atomic_torch_save(obj: Any, path: str) -> None:
         raise
 
 
+def atomic_torch_save(obj: Any, path: str) -> None:
+    atomic_write(path, lambda f: torch.save(obj, f), binary=True, suffix=".pth")
+
+
 def atomic_write_text(text: str, path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if disk_full_cause(e) is not None:
-            raise DiskFullError(errno.ENOSPC, f"no space left on device while writing {path}") from None
-        raise
+    atomic_write(path, lambda f: f.write(text), binary=False)
 
 
 def remove_stale_temp_files(directory: str) -> list[str]:
