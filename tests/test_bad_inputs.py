@@ -149,7 +149,8 @@ def test_bad_data_under_a_fail_policy_and_a_malformed_file(tmp_path, tiny):
 
 def test_two_trainings_on_one_folder_exactly_one_runs(tiny, tmp_path):
     out = tmp_path / "shared"
-    procs = [subprocess.Popen([sys.executable, TRAIN, *tiny, f"runtime.output_dir={out}"], stdout=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, TRAIN, *tiny, "solver.max_iter=4", f"runtime.output_dir={out}"],
+                              stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=ENV) for _ in range(2)]
     results = [p.communicate(timeout=300) for p in procs]
     codes = sorted(p.returncode for p in procs)
@@ -157,28 +158,43 @@ def test_two_trainings_on_one_folder_exactly_one_runs(tiny, tmp_path):
     loser = results[[p.returncode for p in procs].index(1)]
     assert f"{out} is in use by another run: pid " in loser[1].strip().splitlines()[-1]
     metrics = [json.loads(line) for line in open(out / "metrics.jsonl")]
-    assert [m["iteration"] for m in metrics if "lr" in m] == [0, 1]  # one run's lines, not two interleaved
+    assert [m["iteration"] for m in metrics if "lr" in m] == [0, 1, 2, 3]  # one run's lines, not two interleaved
     assert not (out / ".detectres.lock").exists()  # released at the end
 
 
-def test_a_stale_lock_is_taken_over_and_unfinished_temp_files_removed(tiny, tmp_path):
+def test_a_killed_runs_lock_is_taken_over_and_its_temp_files_removed(tiny, tmp_path):
     out = tmp_path / "run"
-    out.mkdir()
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    (out / ".detectres.lock").write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename,
-                                                     "started": "earlier", "command": "killed"}))
-    (out / ".tmp-abcd1234.pth").write_bytes(b"half a checkpoint")
+    killed = subprocess.Popen([sys.executable, TRAIN, *tiny, "solver.max_iter=100000", "solver.lr_scheduler.steps=[9]",
+                               f"runtime.output_dir={out}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert json.loads((out / ".detectres.lock").read_text())["pid"] == killed.pid  # left behind
+    (out / ".detectres-tmp-abcd.pth").write_bytes(b"half a checkpoint")
+    (out / ".tmp-1234.pth").write_bytes(b"an older version's half checkpoint")
     res = run("train", *tiny, f"runtime.output_dir={out}")
     assert res.returncode == 0, res.stderr[-3000:]
     log = res.stdout + res.stderr
-    assert "taking over the stale lock" in log and "removed 1 unfinished temporary file" in log
-    assert not any(f.startswith(".tmp-") for f in os.listdir(out)) and (out / "model_final.pth").exists()
-    # a lock held by a live process (this test's) is refused, naming it
-    (out / ".detectres.lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename,
-                                                     "started": "now", "command": "pytest"}))
-    res = run("train", *tiny, f"runtime.output_dir={out}", "resume=true")
-    assert f"is in use by another run: pid {os.getpid()}" in error_line(res)
+    assert f"taking over the lock of {out} left by a run that is gone: pid {killed.pid}" in log
+    assert "removed 2 unfinished temporary file(s)" in log
+    assert not any(f.startswith((".tmp-", ".detectres-tmp-")) for f in os.listdir(out))
+    assert (out / "model_final.pth").exists() and not (out / ".detectres.lock").exists()
+
+
+def test_a_live_holder_is_named_and_the_folder_left_alone(tiny, tmp_path):
+    import fcntl
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / ".detectres.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write(json.dumps({"pid": os.getpid(), "host": "here", "started": "now", "command": "pytest"}))
+        held.flush()
+        res = run("train", *tiny, f"runtime.output_dir={out}")
+        assert f"{out} is in use by another run: pid {os.getpid()} on here since now (pytest)" in error_line(res)
+    assert sorted(os.listdir(out)) == [".detectres.lock"]  # nothing of the refused run
 
 
 def test_resume_checks_classes_and_data(tmp_path):
@@ -249,7 +265,7 @@ def test_a_full_disk_names_the_file_and_leaves_the_last_good_checkpoint(tiny, tm
     line = error_line(res)
     assert line == f"detectres: error: no space left on device while writing {out / 'model_0000002.pth'}"
     files = os.listdir(out)
-    assert not [f for f in files if f.startswith(".tmp-")] and ".detectres.lock" not in files
+    assert not [f for f in files if f.startswith((".tmp-", ".detectres-tmp-"))] and ".detectres.lock" not in files
     assert open(out / "last_checkpoint").read() == "model_0000001.pth"
     assert torch.load(out / "model_0000001.pth", weights_only=True)["iteration"] == 0
 

@@ -103,3 +103,28 @@ def test_resume_with_a_changed_model_names_the_checkpoint(tmp_path):
     Checkpointer(str(tmp_path), model=torch.nn.Linear(3, 2)).save("model_0000002", 1)
     with pytest.raises(ValueError, match=r"(?s)cannot resume from .*model_0000002.pth: .*size mismatch"):
         Checkpointer(str(tmp_path), model=torch.nn.Linear(4, 2)).resume()
+
+
+def test_run_lock_is_exclusive_released_and_survives_a_holder_finishing(tmp_path):
+    from detectres.utils.run_lock import LOCK_NAME, OutputFolderLocked, RunLock
+
+    with RunLock(str(tmp_path)):
+        holder = json.load(open(tmp_path / LOCK_NAME))
+        assert holder["pid"] == os.getpid()
+        with pytest.raises(OutputFolderLocked, match=rf"{tmp_path} is in use by another run: pid {os.getpid()}"):
+            RunLock(str(tmp_path)).acquire()  # flock: a second open of the file conflicts, even in one process
+    assert not (tmp_path / LOCK_NAME).exists()
+    # a lock file left by a run that is gone (no flock held) is taken over
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": "x", "command": "y"}))
+    lock = RunLock(str(tmp_path))
+    lock.acquire()
+    assert json.load(open(tmp_path / LOCK_NAME))["pid"] == os.getpid()
+    lock.release()
+
+
+def test_resume_refuses_a_missing_named_checkpoint_and_warns_without_one(tmp_path, caplog):
+    ckpt = Checkpointer(str(tmp_path), model=torch.nn.Linear(2, 2))
+    assert ckpt.resume() == 0 and "holds no checkpoint yet" in caplog.text
+    (tmp_path / "last_checkpoint").write_text("model_0000009.pth")
+    with pytest.raises(FileNotFoundError, match="last_checkpoint names .*model_0000009.pth, which is missing"):
+        ckpt.resume()

@@ -51,11 +51,13 @@ def run_ablation(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -
     shared = [f"runtime.device={rt.device}", f"runtime.amp={rt.amp}", *list(cfg.overrides)]
     if rt.num_threads is not None:
         shared.append(f"runtime.num_threads={rt.num_threads}")
-    for name, overrides in ablation_rows(cfg.checkpoint, cfg.context_checkpoint):
+    rows = {}
+    for name, overrides in ablation_rows(cfg.checkpoint, cfg.context_checkpoint):  # every row checked first
         row = [*overrides, *shared, f"runtime.output_dir={os.path.join(output_dir, name.strip('+'))}"]
+        rows[name] = (row, compose_config("eval", row))
+        validate_tool_config("eval", rows[name][1])
+    for name, (row, row_cfg) in rows.items():
         print(f"== {name}: {' '.join(row)}")
-        row_cfg = compose_config("eval", row)
-        validate_tool_config("eval", row_cfg)
         results[name] = evaluate(row_cfg, row)
     table = format_table(results)
     os.makedirs(output_dir, exist_ok=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 from typing import Any, Callable
 
@@ -52,10 +53,14 @@ def details(error: BaseException) -> list[str]:
     return [ln for ln in str(error).splitlines()[1:] if ln.startswith((" ", "\t")) and ln.strip()]
 
 
+def debugging() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def fail(error: BaseException) -> None:
     """Report a user error in one line (after its details, if it lists any) and exit 1; re-raise it with
     ``DETECTRES_DEBUG=1``."""
-    if os.environ.get(DEBUG_ENV):
+    if debugging():
         raise error
     for line in details(error):
         print(line, file=sys.stderr)
@@ -63,23 +68,51 @@ def fail(error: BaseException) -> None:
     sys.exit(1)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption, torchrun's teardown), raised so that every ``with`` unwinds."""
+
+
+def on_sigterm(signum, frame) -> None:
+    raise Terminated
+
+
+def check_writable(folder) -> None:
+    """A folder the tool will create must have a writable parent (else a PermissionError, not a traceback)."""
+    parent = os.path.abspath(str(folder))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write runtime.output_dir={folder}: {parent} is not writable")
+
+
 def remove_if_empty(folder: str | None) -> None:
-    """Hydra makes the run's folder before the tool starts; a run refused at start leaves no empty one."""
-    if folder and os.path.abspath(folder) != os.getcwd() and os.path.isdir(folder) and not os.listdir(folder):
-        os.rmdir(folder)
+    """Hydra makes the run's folder before the tool starts; a run refused at start leaves no empty one.
+    Rank 0 only (the others may be racing it), and never the working directory."""
+    if not folder or os.environ.get("RANK", "0") != "0" or os.path.abspath(folder) == os.getcwd():
+        return
+    try:
+        if os.path.isdir(folder) and not os.listdir(folder):
+            os.rmdir(folder)
+    except OSError:
+        pass  # another run is using it after all
 
 
 def run_app(config_name: str, app: Callable[[DictConfig, list[str]], Any], cfg: DictConfig) -> int:
-    """Check ``cfg``, run ``app``; a user error ends in :func:`fail`. Returns the exit status."""
+    """Check ``cfg``, run ``app``; a user error ends in :func:`fail`. Returns the exit status (130 after
+    Ctrl-C, 143 after SIGTERM, once every ``with`` has unwound: locks released, outputs closed)."""
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         validate_tool_config(config_name, cfg)
         result = app(cfg, task_overrides())
-    except KeyboardInterrupt:
-        print("detectres: interrupted", file=sys.stderr, flush=True)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"detectres: {'terminated' if isinstance(e, Terminated) else 'interrupted'}", file=sys.stderr,
+              flush=True)
+        return 143 if isinstance(e, Terminated) else 130
     except USER_ERRORS as e:
         remove_if_empty(OmegaConf.select(HydraConfig.get(), "runtime.output_dir", throw_on_missing=False))
         fail(e)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
@@ -88,8 +121,10 @@ def run_tool(config_name: str, app: Callable[[DictConfig, list[str]], Any]) -> N
     args = sys.argv[1:]
     if not any(a.startswith("-") for a in args):  # --help, --cfg job, -m: Hydra's own flags
         try:
-            compose_config(config_name, args)
-        except HydraException as e:
+            cfg = compose_config(config_name, args)
+            if config_name == "train":  # Hydra makes the run's folder before the tool starts
+                check_writable(cfg.runtime.output_dir)
+        except (HydraException, *USER_ERRORS) as e:
             fail(e)
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 
+from detectres.apps.cli import USER_ERRORS, fail
 from detectres.config import checkpoint_config, compose_config
 from detectres.utils.file_io import atomic_torch_save
 from detectres.weights.loading import FORMATS, read_weights
@@ -63,9 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         out = convert_file(a.src, a.dst, a.format, a.model)
-    except (OSError, ValueError, KeyError) as e:
-        print(f"detectres: error: {e}", file=sys.stderr)
-        return 1
+    except USER_ERRORS as e:
+        fail(e)
     n = sum(t.numel() for t in out["model"].values())
     kind = "backbone" if out["meta"]["backbone_only"] else "detector"
     print(f"wrote {a.dst}: {len(out['model'])} tensors ({n:,} elements), {kind} weights for model={out['model_name']}, "

@@ -18,7 +18,7 @@ from detectres.utils.comm import get_rank, get_world_size, init_distributed, is_
 from detectres.utils.env import set_threads
 from detectres.utils.run_lock import RankZeroLock
 from detectres.weights.restore import (
-    RestoredModel, build_restored, read_for, recipe_config, require_weights, restore_config,
+    RestoredModel, build_restored, checked_recipe, read_for, recipe_config, require_weights, restore_config,
 )
 
 
@@ -36,7 +36,7 @@ def ensemble_member(composed: DictConfig, restored: RestoredModel, path: str) ->
     """Another checkpoint of the ensemble, restored as it was trained (its own stored recipe, no
     overrides); a file without a stored config takes the first model's recipe."""
     weights = read_for(composed, path)
-    recipe = recipe_config(composed, weights.config) if weights.config else restored.config
+    recipe = checked_recipe(recipe_config(composed, weights.config)) if weights.config else restored.config
     return build_restored(recipe, weights, path, class_names=restored.class_names).model
 
 

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from detectres.config.schema import (
     ConfigError, Data, Fraction, Input, ModelNode, Node, NonEmpty, NonNegativeInt, PositiveInt, Range, Runtime, Solver,
-    validate,
+    require_complete, validate,
 )
 from detectres.data.checks import SCAN_LEVELS, resolve_policies, scan_level
 from detectres.utils.comm import env_world_size
@@ -27,11 +27,15 @@ def check_data_policies(data: DictConfig, path: str) -> None:
 
 
 class ChecksData:
-    """A tool that loads the data: its ``data.checks`` policies are checked too."""
+    """A tool that loads the validation data: its ``data.checks`` policies are checked, and ``data.val``
+    must be complete (``data.train`` may stay unset: ``missing_ok``)."""
+
+    missing_ok = ("data.train",)
 
     @staticmethod
     def cross_check(node: DictConfig, path: str) -> None:
         check_data_policies(node.data, "data")
+        require_complete(node.data.val, "data.val")
 
 
 @dataclass
@@ -52,6 +56,8 @@ class TrainConfig:
     @staticmethod
     def cross_check(node: DictConfig, path: str) -> None:
         check_data_policies(node.data, "data")
+        if node.runtime.output_dir is None:
+            raise ConfigError("runtime.output_dir=null: training needs a folder to write its checkpoints into")
         world = env_world_size()
         if node.solver.ims_per_batch % world:
             raise ConfigError(f"solver.ims_per_batch={node.solver.ims_per_batch}: the total over all processes must "
@@ -72,6 +78,8 @@ class EvalConfig(ChecksData):
 
 @dataclass
 class PredictConfig:
+    missing_ok = ("data.train", "data.val")
+
     input: Input
     model: ModelNode
     data: Data
@@ -81,9 +89,16 @@ class PredictConfig:
     score_thresh: Fraction
     max_images: NonNegativeInt
 
+    @staticmethod
+    def cross_check(node: DictConfig, path: str) -> None:
+        if node.source is None:  # the default source is the validation images' folder
+            require_complete(node.data.val, "data.val")
+
 
 @dataclass
 class DemoConfig:
+    missing_ok = ("data.train", "data.val")
+
     input: Input
     model: ModelNode
     data: Data
@@ -125,12 +140,20 @@ class TrainBenchmarkConfig:
 
 
 @dataclass
-class CheckDataConfig(ChecksData):
+class CheckDataConfig:
+    missing_ok = ("data.train", "data.val")
+
     data: Data
     splits: Annotated[list[Literal["train", "val"]], NonEmpty()]
     scan: Literal[SCAN_LEVELS]  # type: ignore[valid-type]
     show: Annotated[int, Range(-1)]
     output: str | None
+
+    @staticmethod
+    def cross_check(node: DictConfig, path: str) -> None:
+        check_data_policies(node.data, "data")
+        for split in node.splits:
+            require_complete(node.data[split], f"data.{split}")
 
 
 @dataclass
@@ -148,4 +171,5 @@ SCHEMAS = {"train": TrainConfig, "eval": EvalConfig, "predict": PredictConfig, "
 
 def validate_tool_config(config_name: str, cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` (one line naming the key) unless ``cfg`` fits the tool's schema."""
-    validate(cfg, SCHEMAS[config_name])
+    schema = SCHEMAS[config_name]
+    validate(cfg, schema, missing_ok=getattr(schema, "missing_ok", ()))

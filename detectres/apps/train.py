@@ -72,10 +72,10 @@ def train_process(cfg: DictConfig, rank: int, world: int) -> dict:
     scaler = grad_scaler(cfg.runtime.amp, model.device.type)
     record = {"config": checkpoint_config(cfg), "class_names": train_set.class_names,
               "data_identity": train_set.identity()}
-    if rank == 0:
-        atomic_write_text(OmegaConf.to_yaml(record["config"]), os.path.join(out, "config.yaml"))
     checkpointer = Checkpointer(out, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, extra=record)
     start_iter = checkpointer.resume(allow_changes=cfg.allow_resume_changes) if cfg.resume else 0
+    if rank == 0:  # after a refused resume, config.yaml still describes the checkpoints beside it
+        atomic_write_text(OmegaConf.to_yaml(record["config"]), os.path.join(out, "config.yaml"))
     if start_iter:
         logger.info("resuming from %s at iteration %d", checkpointer.last_checkpoint(), start_iter)
     writer = MetricsWriter(out, enabled=rank == 0)

@@ -15,6 +15,7 @@ A bad value raises :class:`ConfigError` with one line naming the key, the value 
 """
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import inspect
 import math
@@ -118,6 +119,28 @@ class ModelNode(Node):
 # -- the checker ----------------------------------------------------------------------------------------
 NOUNS = {int: ("an integer", "integers"), float: ("a number", "numbers"), bool: ("true or false", "true/false values"),
          str: ("a string", "strings"), type(None): ("null", "nulls")}
+UNSET = object()  # a ??? value the tool leaves unset (see ``missing_ok``)
+
+
+def unwrap(hint):
+    """``Annotated[X, ...]`` -> ``X``."""
+    return typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint
+
+
+def options_of(hint) -> tuple:
+    return typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
+
+
+def kind_of(option) -> str:
+    """"value" (what a user types: numbers, strings, lists, choices), "mapping" (a free-form dict) or
+    "node" (a config node that becomes an object)."""
+    base = unwrap(option)
+    origin = typing.get_origin(base)
+    if base in NOUNS or base is Any or origin in (Literal, list, tuple):
+        return "value"
+    if base is dict or origin is dict or base is typing.Mapping or origin is collections.abc.Mapping:
+        return "mapping"
+    return "node"
 
 
 def describe_list(items, constraints) -> str:
@@ -136,7 +159,10 @@ def describe(hint, plural: bool = False) -> str:
         base, constraints = args[0], args[1:]
         if typing.get_origin(base) in (list, tuple):
             return describe_list(base, constraints)
-        return " ".join([describe(base, plural), *(str(c) for c in constraints if not isinstance(c, (NonEmpty,)))])
+        pattern = next((c for c in constraints if isinstance(c, Pattern)), None)
+        if pattern is not None:
+            return f"one of {pattern}"
+        return " ".join([describe(base, plural), *(str(c) for c in constraints if not isinstance(c, NonEmpty))])
     if origin in (Union, types.UnionType):
         return " or ".join(describe(a, plural) for a in args)
     if origin is Literal:
@@ -146,11 +172,14 @@ def describe(hint, plural: bool = False) -> str:
         return describe_list(hint, ())
     if hint in NOUNS:
         return NOUNS[hint][plural]
-    return getattr(hint, "__name__", str(hint))
+    if kind_of(hint) == "mapping":
+        return "a mapping"
+    made = args[-1] if origin is collections.abc.Callable and args else hint
+    return "a config node" if made is Node or made is Any else f"a {getattr(made, '__name__', made)} config node"
 
 
 def fits(value, hint) -> bool:
-    """Does ``value`` (plain Python, already resolved) fit ``hint``? Nodes are checked elsewhere."""
+    """Does ``value`` (plain Python, already resolved, not a node) fit ``hint``?"""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Annotated:
         return fits(value, args[0]) and all(c.ok(value) for c in args[1:] if hasattr(c, "ok"))
@@ -170,39 +199,44 @@ def fits(value, hint) -> bool:
         return isinstance(value, str)
     if hint is type(None):
         return value is None
-    return True  # a module, a callable, a mapping: not a value a user types
+    return hint is Any  # a node or a mapping is never a plain value
 
 
-def node_hints(hint) -> tuple[type | None, bool]:
-    """(the dataclass schema or Node a dict value should be checked as, whether null is allowed)."""
-    options = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
-    schema = next((o for o in options if isinstance(o, type) and (issubclass(o, Node) or dataclasses.is_dataclass(o))),
-                  None)
-    return schema, type(None) in options
-
-
-def resolved(node: DictConfig | ListConfig, key, path: str):
-    """``node[key]`` with interpolations resolved; a missing or broken value is a :class:`ConfigError`."""
+def resolved(node: DictConfig, key, path: str, missing_ok: tuple[str, ...]):
+    """``node[key]`` with interpolations resolved; :data:`UNSET` for a ??? under ``missing_ok``; any other
+    missing or broken value is a :class:`ConfigError`."""
     if OmegaConf.is_missing(node, key):
+        if path.startswith(missing_ok):
+            return UNSET
         raise ConfigError(f"{path}: missing (???); give {path}=VALUE")
     try:
         value = node[key]
         return OmegaConf.to_container(value, resolve=True) if isinstance(value, ListConfig) else value
     except OmegaConfBaseException as e:
-        raise ConfigError(f"{path}: cannot resolve {OmegaConf.to_container(node)[key]!r}: {e.msg}") from None
+        reason = str(e.msg).splitlines()[0]
+        raise ConfigError(f"{path}: cannot resolve {OmegaConf.to_container(node)[key]!r}: {reason}") from None
 
 
-def check_value(value, hint, path: str) -> None:
+def check_value(value, hint, path: str, missing_ok: tuple[str, ...] = ()) -> None:
     """Raise :class:`ConfigError` unless ``value`` fits ``hint`` (recursing into nested nodes)."""
-    schema, nullable = node_hints(hint)
-    if isinstance(value, DictConfig):
-        if schema is not None or "_target_" in value:
-            validate(value, schema or Node, path)
-        return  # a free-form mapping
-    if value is None and (nullable or fits(None, hint)):
+    options = options_of(hint)
+    if value is UNSET or hint is Any:
+        if isinstance(value, DictConfig) and "_target_" in value:
+            validate(value, Node, path, missing_ok)
         return
-    if schema is not None:
-        raise ConfigError(f"{path}={value!r}: must be a config node" + (" or null" if nullable else ""))
+    if value is None:
+        if type(None) not in options:
+            raise ConfigError(f"{path}=null: must be {describe(hint)}")
+        return
+    if isinstance(value, DictConfig):
+        nodes = [unwrap(o) for o in options if kind_of(o) == "node"]
+        if nodes:
+            schema = next((o for o in nodes if isinstance(o, type) and (issubclass(o, Node) or
+                                                                        dataclasses.is_dataclass(o))), Node)
+            validate(value, schema, path, missing_ok)
+        elif not any(kind_of(o) == "mapping" for o in options):
+            raise ConfigError(f"{path}: must be {describe(hint)}, not a config node")
+        return
     if not fits(value, hint):
         raise ConfigError(f"{path}={value!r}: must be {describe(hint)}")
 
@@ -210,13 +244,26 @@ def check_value(value, hint, path: str) -> None:
 def target_hints(target: str, path: str) -> tuple[dict[str, Any], inspect.Signature, Any]:
     try:
         obj = get_object(target)
+        fn = obj.__init__ if inspect.isclass(obj) else obj
+        return typing.get_type_hints(fn, include_extras=True), inspect.signature(obj), obj
     except Exception as e:
-        raise ConfigError(f"{path}._target_={target!r}: cannot import it ({e})") from None
-    fn = obj.__init__ if inspect.isclass(obj) else obj
-    return typing.get_type_hints(fn, include_extras=True), inspect.signature(obj), obj
+        raise ConfigError(f"{path}._target_={target!r}: cannot import it or read its signature ({e})") from None
 
 
-def validate_target(node: DictConfig, path: str, kind: type[Node] = Node) -> None:
+def check_arguments(obj, node: DictConfig, path: str) -> None:
+    """The constructor's own rules across its arguments: a dataclass is built (``__post_init__``), a class
+    with a ``check_args`` static method has it called with the node's values."""
+    values = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")}
+    check = obj if dataclasses.is_dataclass(obj) else getattr(obj, "check_args", None)
+    if check is None:
+        return
+    try:
+        check(**values)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def validate_target(node: DictConfig, path: str, kind: type[Node] = Node, missing_ok: tuple[str, ...] = ()) -> None:
     hints, signature, obj = target_hints(node._target_, path)
     hints = {**hints, **kind.extra, **{k: Union[hints.get(k, Any), None] for k in kind.nullable}}
     takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
@@ -227,20 +274,17 @@ def validate_target(node: DictConfig, path: str, kind: type[Node] = Node) -> Non
         if key not in signature.parameters and key not in kind.extra and not takes_kwargs:
             raise ConfigError(f"{where}: not a parameter of {node._target_} (it takes "
                               f"{', '.join(signature.parameters)})")
-        check_value(resolved(node, key, where), hints.get(key, Any), where)
-    if dataclasses.is_dataclass(obj):  # its own cross-field rules (__post_init__)
-        values = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")}
-        try:
-            obj(**values)
-        except (ValueError, TypeError) as e:
-            raise ConfigError(f"{path}: {e}") from None
+        check_value(resolved(node, key, where, missing_ok), hints.get(key, Any), where, missing_ok)
+    if not any(OmegaConf.is_missing(node, k) for k in node):
+        check_arguments(obj, node, path)
 
 
-def validate(node: DictConfig, schema, path: str = "") -> None:
-    """Check ``node`` (a composed config or part of one) against ``schema`` (a dataclass, :class:`Node`
-    for a ``_target_`` node, or ``dict`` for free-form); raises :class:`ConfigError`."""
+def validate(node: DictConfig, schema, path: str = "", missing_ok: tuple[str, ...] = ()) -> None:
+    """Check ``node`` (a composed config or part of one) against ``schema`` (a dataclass, or :class:`Node`
+    for a ``_target_`` node); ``missing_ok``: paths where a ??? may stay unset. Raises :class:`ConfigError`."""
     if "_target_" in node:
-        validate_target(node, path, schema if isinstance(schema, type) and issubclass(schema, Node) else Node)
+        validate_target(node, path, schema if isinstance(schema, type) and issubclass(schema, Node) else Node,
+                        missing_ok)
     elif dataclasses.is_dataclass(schema):
         hints = typing.get_type_hints(schema, include_extras=True)
         required = {f.name for f in dataclasses.fields(schema)
@@ -249,19 +293,29 @@ def validate(node: DictConfig, schema, path: str = "") -> None:
             where = f"{path}.{key}" if path else key
             if key not in hints:
                 raise ConfigError(f"{where}: unknown key (allowed here: {', '.join(hints)})")
-            check_value(resolved(node, key, where), hints[key], where)
+            check_value(resolved(node, key, where, missing_ok), hints[key], where, missing_ok)
         absent = sorted(required - set(node))
         if absent:
             raise ConfigError(f"{path or 'the config'}: missing {', '.join(absent)}")
         cross_check = getattr(schema, "cross_check", None)
         if cross_check is not None:
             cross_check(node, path)
-    elif isinstance(schema, type) and issubclass(schema, Node):
+    else:
         raise ConfigError(f"{path}: must be a config node with a _target_")
 
 
+def require_complete(node: DictConfig, path: str) -> None:
+    """Raise :class:`ConfigError` for the first ??? left in ``node`` (a part a tool needs after all)."""
+    for key in node:
+        where = f"{path}.{key}"
+        if OmegaConf.is_missing(node, key):
+            raise ConfigError(f"{where}: missing (???); give {where}=VALUE")
+        if isinstance(node[key], DictConfig):
+            require_complete(node[key], where)
+
+
 # -- the nodes that are not constructors ----------------------------------------------------------------
-Device = Annotated[str, Pattern(r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda or cuda:N")]
+Device = Annotated[str, Pattern(r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda, cuda:N, mps")]
 
 
 @dataclass
@@ -278,6 +332,9 @@ class Runtime:
         import torch
 
         device = node.device
+        if device == "mps" and not torch.backends.mps.is_available():
+            raise ConfigError(f"{path}.device=mps: Apple's MPS is not available on this machine; use "
+                              f"{path}.device=cpu")
         if device.startswith("cuda"):
             index = int(device.split(":")[1]) if ":" in device else 0
             if not torch.cuda.is_available():

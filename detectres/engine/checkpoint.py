@@ -64,8 +64,9 @@ def flat(node: Any, prefix: str) -> dict[str, Any]:
 
 
 def describe_data(identity: dict) -> str:
-    files = ", ".join(f"{f['path']} ({f['bytes']} bytes)" for f in identity.get("files", []))
-    return f"{files}: {identity.get('images')} images, {identity.get('annotations')} annotations"
+    files = ", ".join(identity.get("files", []))
+    return (f"{files} ({identity.get('images')} images, {identity.get('annotations')} annotations, "
+            f"digest {str(identity.get('digest'))[:12]})")
 
 
 def resume_differences(saved: dict, current: dict) -> list[str]:
@@ -84,7 +85,8 @@ def resume_differences(saved: dict, current: dict) -> list[str]:
                 for k in sorted(set(old) | set(new)) if old.get(k, "<absent>") != new.get(k, "<absent>")]
     if "class_names" in current and saved.get("class_names") != current["class_names"]:
         out.append(f"class_names: {saved.get('class_names')} -> {current['class_names']}")
-    if "data_identity" in current and "data_identity" in saved and saved["data_identity"] != current["data_identity"]:
+    digests = [(state.get("data_identity") or {}).get("digest") for state in (saved, current)]
+    if None not in digests and digests[0] != digests[1]:  # the same records wherever they live
         out.append(f"training data: {describe_data(saved['data_identity'])} -> "
                    f"{describe_data(current['data_identity'])}")
     return out
@@ -125,12 +127,17 @@ class Checkpointer:
         return path
 
     def last_checkpoint(self) -> str | None:
+        """The newest complete checkpoint, or None when this folder has none; ``last_checkpoint`` naming a
+        file that is gone is an error (it is only ever written after its checkpoint is complete)."""
         marker = os.path.join(self.output_dir, LAST_CHECKPOINT)
         if not os.path.isfile(marker):
             return None
         with open(marker) as f:
             path = os.path.join(self.output_dir, f.read().strip())
-        return path if os.path.isfile(path) else None
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{marker} names {path}, which is missing: restore it, or delete {marker} to "
+                                    "start over")
+        return path
 
     def resume(self, allow_changes: bool = False) -> int:
         """Restore everything from the last checkpoint; returns the iteration to start from (0 if none).
@@ -139,6 +146,7 @@ class Checkpointer:
         (what ``extra`` holds now) must match, unless ``allow_changes`` (then the differences are logged)."""
         path = self.last_checkpoint()
         if path is None:
+            logger.warning("resume=true, but %s holds no checkpoint yet: starting from iteration 0", self.output_dir)
             return 0
         state = load_checkpoint(path)
         if state.get("config") is not None:  # a tampered file is refused, not resumed

@@ -8,6 +8,7 @@ import os
 import cv2
 import torch
 
+from detectres.utils.file_io import atomic_write_text
 from detectres.utils.visualizer import draw_detections
 
 
@@ -18,9 +19,7 @@ def write_eval_json(results: dict, path: str) -> None:
             return {k: clean(x) for k, x in v.items()}
         return None if isinstance(v, float) and math.isnan(v) else v
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(clean(results), f, indent=2)
+    atomic_write_text(json.dumps(clean(results), indent=2), path)
 
 
 def print_summary(results: dict) -> None:

@@ -16,12 +16,12 @@ from typing import Annotated, Callable, Literal
 import torch
 from torch import Tensor, nn
 
+from detectres.config.schema import Length, NonNegativeInt, PositiveFloat, PositiveInt
 from detectres.modeling.backbones.resnet import ResNet, ResNetTrunk
 from detectres.modeling.postprocessing import detector_postprocess
 from detectres.modeling.roi_heads.res5_head import Res5ROIHeads
 from detectres.modeling.rpn import RPN
 from detectres.structures.image_list import ImageList
-from detectres.config.schema import Length, NonNegativeInt, PositiveFloat, PositiveInt
 
 
 class FasterRCNN(nn.Module):

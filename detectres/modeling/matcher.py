@@ -23,13 +23,19 @@ class Matcher:
 
     def __init__(self, *, thresholds: list[Fraction], labels: list[Literal[-1, 0, 1]],
                  allow_low_quality_matches: bool = False):
-        if len(labels) != len(thresholds) + 1:
-            raise ValueError(f"Matcher needs len(labels) == len(thresholds) + 1, got {labels} and {thresholds}")
-        if any(b < a for a, b in zip(thresholds[:-1], thresholds[1:])):
-            raise ValueError(f"Matcher thresholds must increase, got {thresholds}")
+        self.check_args(thresholds=thresholds, labels=labels)
         self.thresholds = [-float("inf"), *[float(t) for t in thresholds], float("inf")]
         self.labels = [int(v) for v in labels]
         self.allow_low_quality_matches = allow_low_quality_matches
+
+    @staticmethod
+    def check_args(*, thresholds: list[float], labels: list[int], **_) -> None:
+        """The rules across the arguments (the config check calls this too, before anything is built)."""
+        if len(labels) != len(thresholds) + 1:
+            raise ValueError(f"a Matcher needs one more label than thresholds, got labels {labels} and thresholds "
+                             f"{thresholds}")
+        if any(b < a for a, b in zip(thresholds[:-1], thresholds[1:])):
+            raise ValueError(f"Matcher thresholds must increase, got {thresholds}")
 
     def __call__(self, iou: Tensor) -> tuple[Tensor, Tensor]:
         """Returns ``matches`` (P,) long: index of the best ground truth (0 when there is none) and

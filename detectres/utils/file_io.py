@@ -14,7 +14,8 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-TEMP_PREFIX = ".tmp-"
+TEMP_PREFIX = ".detectres-tmp-"
+LEGACY_TEMP = ".tmp-*.pth"  # what older versions named their unfinished checkpoint writes
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -64,7 +65,8 @@ def atomic_write_text(text: str, path: str) -> None:
 def remove_stale_temp_files(directory: str) -> list[str]:
     """Delete the temporary files of writes that never finished (a killed run's); returns their paths.
     Call it only while holding the folder (see :mod:`detectres.utils.run_lock`)."""
-    stale = sorted(glob.glob(os.path.join(directory, TEMP_PREFIX + "*")))
+    stale = sorted({*glob.glob(os.path.join(directory, TEMP_PREFIX + "*")),
+                    *glob.glob(os.path.join(directory, LEGACY_TEMP))})
     for path in stale:
         os.remove(path)
     if stale:

@@ -1,13 +1,14 @@
-"""An output folder belongs to one run: a lock file, taken atomically, naming who holds it.
+"""An output folder belongs to one run: ``FOLDER/.detectres.lock``, held with ``flock`` for the run's life.
 
-The lock is ``FOLDER/.detectres.lock``, created with ``O_CREAT | O_EXCL`` (only one process can
-create it) and holding the owner's pid, host, start time and command. A second run on the folder
-stops with one line naming the holder. A lock whose process is gone (same host, no such pid) is
-taken over with a warning; a lock from another host cannot be checked and is left to the user.
-Under ``torchrun`` rank 0 takes it and tells the other ranks the outcome, so all stop together.
+The kernel releases an ``flock`` when its process dies, however it dies (``kill -9``, a crashed node
+whose NFS lease expires), so a lock file left behind is never mistaken for a live run: the next run
+takes it over with a warning naming the run that left it. A live holder makes a second run stop at
+once with one line naming it (pid, host, start time, command: the file's content). Under ``torchrun``
+rank 0 holds the folder and tells the other ranks the outcome, so all stop together.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -27,28 +28,19 @@ class OutputFolderLocked(FileExistsError):
     """Another run holds the output folder."""
 
 
-def process_alive(pid: int) -> bool:
+def holder_of(fd: int) -> dict:
+    """What the lock file says about its holder ({} when it is empty or unreadable)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, under another user
-    return True
+        os.lseek(fd, 0, os.SEEK_SET)
+        holder = json.loads(os.read(fd, 65536).decode() or "{}")
+        return holder if isinstance(holder, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
-def read_holder(path: str, attempts: int = 10) -> dict | None:
-    """The lock's content; None when it stays unreadable (a writer that died between create and write)."""
-    for _ in range(attempts):
-        try:
-            with open(path) as f:
-                holder = json.load(f)
-            if isinstance(holder, dict) and isinstance(holder.get("pid"), int):
-                return holder
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.05)
-    return None
+def describe(holder: dict) -> str:
+    return (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('started', '?')} "
+            f"({holder.get('command', '?')})")
 
 
 class RunLock:
@@ -57,46 +49,60 @@ class RunLock:
     def __init__(self, folder: str):
         self.folder = folder
         self.path = os.path.join(folder, LOCK_NAME)
-        self.held = False
+        self.fd: int | None = None
 
-    def describe(self, holder: dict) -> str:
-        return (f"{self.folder} is in use by another run: pid {holder['pid']} on {holder.get('host')} since "
-                f"{holder.get('started')} ({holder.get('command', '?')}); wait for it, choose another "
-                f"runtime.output_dir, or delete {self.path} if that run is gone")
-
-    def try_create(self) -> bool:
+    def lock_open_file(self) -> int | None:
+        """An fd holding the lock on the file now at ``path``; None when the file changed under us."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as f:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
-                       "started": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
-        return True
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = holder_of(fd)
+            os.close(fd)
+            raise OutputFolderLocked(
+                f"{self.folder} is in use by another run: {describe(holder)}; wait for it or choose another "
+                "runtime.output_dir") from None
+        try:
+            same = os.stat(self.path).st_ino == os.fstat(fd).st_ino  # not unlinked by a finishing holder
+        except FileNotFoundError:
+            same = False
+        if not same:
+            os.close(fd)
+            return None
+        return fd
 
     def acquire(self) -> None:
         """Take the folder or raise :class:`OutputFolderLocked`; then remove unfinished temporary files."""
         os.makedirs(self.folder, exist_ok=True)
-        for _ in range(3):
-            if self.try_create():
-                self.held = True
-                remove_stale_temp_files(self.folder)
-                return
-            holder = read_holder(self.path)
-            if holder is not None and (holder.get("host") != socket.gethostname() or process_alive(holder["pid"])):
-                raise OutputFolderLocked(self.describe(holder))
-            gone = f"pid {holder['pid']} is not running" if holder else "it is unreadable"
-            logger.warning("taking over the stale lock of %s (%s)", self.folder, gone)
-            try:
-                os.remove(self.path)
-            except FileNotFoundError:
-                pass  # another run took it over first; the next create decides
-        raise OutputFolderLocked(self.describe(read_holder(self.path) or {"pid": "?"}))
+        fd = None
+        while fd is None:
+            fd = self.lock_open_file()
+        previous = holder_of(fd)
+        if previous:
+            logger.warning("taking over the lock of %s left by a run that is gone: %s", self.folder, describe(previous))
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "command": " ".join(sys.argv)}
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps(me).encode())
+        os.fsync(fd)
+        self.fd = fd
+        try:
+            remove_stale_temp_files(self.folder)
+        except BaseException:
+            self.release()
+            raise
 
     def release(self) -> None:
-        if self.held and (read_holder(self.path, attempts=1) or {}).get("pid") == os.getpid():
-            os.remove(self.path)
-        self.held = False
+        if self.fd is None:
+            return
+        try:
+            os.remove(self.path)  # while still locked: a waiting opener sees another inode and retries
+        except FileNotFoundError:
+            pass
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
 
     def __enter__(self) -> "RunLock":
         self.acquire()
@@ -107,21 +113,24 @@ class RunLock:
 
 
 class RankZeroLock:
-    """:class:`RunLock` taken by rank 0 only; every rank raises the same error when it is refused."""
+    """:class:`RunLock` taken by rank 0 only; when rank 0 cannot take it (for any reason) every rank
+    raises, so none is left waiting."""
 
     def __init__(self, folder: str):
         self.lock = RunLock(folder) if is_main_process() else None
 
     def __enter__(self) -> "RankZeroLock":
-        error = None
+        error: BaseException | None = None
         if self.lock is not None:
             try:
                 self.lock.acquire()
-            except OutputFolderLocked as e:
-                error = str(e)
-        error = broadcast_object(error)
+            except Exception as e:  # every rank must learn of it
+                error = e
+        outcome = broadcast_object(None if error is None else (type(error).__name__, str(error)))
         if error is not None:
-            raise OutputFolderLocked(error)
+            raise error
+        if outcome is not None:
+            raise OutputFolderLocked(f"rank 0 could not hold the output folder: {outcome[0]}: {outcome[1]}")
         return self
 
     def __exit__(self, *exc) -> None:

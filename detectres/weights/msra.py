@@ -31,7 +31,7 @@ def rename_msra_key(key: str) -> str | None:
         return f"stem.conv1.norm.{_BN_SUFFIX[m.group(1)]}"
     m = _BLOCK_KEY.fullmatch(key)
     if m is None:
-        raise KeyError(f"not an MSRA ResNet key: {key}")
+        raise ValueError(f"not an MSRA ResNet key: {key}")
     stage, block, branch, bn = m.groups()
     conv = f"res{stage}.{block}.{_BRANCH[branch]}"
     return f"{conv}.weight" if bn is None else f"{conv}.norm.{_BN_SUFFIX[bn]}"

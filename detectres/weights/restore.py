@@ -40,7 +40,7 @@ class RestoredModel:
 # Recipe keys older checkpoints may lack, with the value their code assumed.
 RECIPE_DEFAULTS = {
     "input": {"interpolation": "bilinear"},
-    "data": {"class_names": None, "generate": None,
+    "data": {"class_names": None, "generate": None, "checks": {},
              "evaluator": {"_target_": "detectres.evaluation.coco.COCOEvaluator", "_partial_": True}},
 }
 
@@ -86,10 +86,11 @@ def recipe_config(cfg: DictConfig, stored: dict, overrides: list[str] | tuple[st
     return carry_overrides(OmegaConf.create(merged), cfg, overrides)
 
 
-def checked_recipe(cfg: DictConfig, source: str) -> DictConfig:
-    """``cfg`` once its recipe nodes (from ``source``, with the command line's overrides) pass the schema."""
+def checked_recipe(cfg: DictConfig) -> DictConfig:
+    """``cfg`` once its recipe nodes (a checkpoint's, with the command line's overrides) pass the schema;
+    parts of the data a restore does not use (``data.train``/``val`` paths) may stay unset."""
     for node, schema in (("model", ModelNode), ("input", Input), ("data", Data)):
-        validate(cfg[node], schema, node)
+        validate(cfg[node], schema, node, missing_ok=("data.train", "data.val"))
     return cfg
 
 
@@ -102,10 +103,10 @@ def restore_config(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (),
         if not weights.config:
             raise ValueError(f"{checkpoint} carries no config: pass model=NAME model.weights={checkpoint} "
                              "instead of checkpoint=")
-        return checked_recipe(recipe_config(cfg, weights.config, overrides), checkpoint), weights, checkpoint
+        return checked_recipe(recipe_config(cfg, weights.config, overrides)), weights, checkpoint
     if cfg.model.weights:
-        return cfg, read_for(cfg, cfg.model.weights), cfg.model.weights
-    return cfg, None, None
+        return checked_recipe(cfg), read_for(cfg, cfg.model.weights), cfg.model.weights
+    return checked_recipe(cfg), None, None
 
 
 def build_restored(cfg: DictConfig, weights: Weights | None, source: str | None, *,

@@ -25,7 +25,7 @@ def rename_torchvision_key(key: str) -> str | None:
         return "stem.conv1.norm." + key[len("bn1."):]
     m = re.match(r"layer(\d)\.(\d+)\.(.+)", key)
     if m is None:
-        raise KeyError(f"not a torchvision ResNet key: {key}")
+        raise ValueError(f"not a torchvision ResNet key: {key}")
     stage, block, rest = int(m.group(1)) + 1, m.group(2), m.group(3)
     rest = re.sub(r"^bn(\d)\.", r"conv\1.norm.", rest)
     rest = rest.replace("downsample.0.", "shortcut.").replace("downsample.1.", "shortcut.norm.")

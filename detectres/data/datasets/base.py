@@ -14,7 +14,9 @@ item carries ``skipped``: the messages, so the caller can count them across load
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import logging
 import os
 from typing import Any, Mapping, Sequence
@@ -61,7 +63,7 @@ class DetectionDataset(Dataset):
                  checks: Mapping[str, str] | None = None, ignore_flag: str | None = None,
                  source_files: Sequence[str] = ()):
         checks = dict(checks or {})
-        self.source_files = [os.path.abspath(p) for p in source_files]
+        self.source_files = [os.path.realpath(p) for p in source_files]
         requested_scan = checks.pop("scan", "exists")
         self.report = DataReport(name, checks)
         self.name = name
@@ -115,10 +117,18 @@ class DetectionDataset(Dataset):
         return f"{self.image_path_of(image)} (image id {image['id']})"
 
     def identity(self) -> dict:
-        """What a resumed run checks it still trains on: the source files (path and size), the images and
-        the annotations kept."""
-        files = [{"path": p, "bytes": os.path.getsize(p) if os.path.isfile(p) else None} for p in self.source_files]
-        return {"files": files, "images": len(self), "annotations": len(self.coco.anns)}
+        """What a resumed run checks it still trains on: a digest of the records it trains on (each image's
+        file and size, each box, class and flag, the class list, what is ignored), wherever the files
+        live; the counts and source files name it in messages."""
+        digest = hashlib.sha256(json.dumps([self.ignore_flag, self.class_names]).encode())
+        for image_id in self.image_ids:
+            info = self.coco.imgs[image_id]
+            digest.update(f"{info['file_name']}|{info['width']}|{info['height']}".encode())
+            for ann in self.coco.imgToAnns.get(image_id, []):
+                flags = (ann.get("iscrowd", 0), ann.get(self.ignore_flag, 0) if self.ignore_flag else 0)
+                digest.update(f"{ann['category_id']}|{ann['bbox']}|{flags}".encode())
+        return {"digest": digest.hexdigest(), "images": len(self), "annotations": len(self.coco.anns),
+                "files": self.source_files}
 
     # -- reading ---------------------------------------------------------------------------------
     def __len__(self) -> int:
