@@ -188,8 +188,13 @@ def test_the_oldest_checkpoint_configs_get_the_defaults_their_code_assumed():
     old = OmegaConf.to_container(compose_config("train", ["model=quickstart"]), resolve=False)
     for key in ("config_format",):
         old.pop(key, None)
-    del old["input"]["interpolation"], old["data"]["evaluator"], old["data"]["generate"]
+    del old["input"]["interpolation"], old["data"]["evaluator"], old["data"]["generate"], old["data"]["checks"]
+    for split in ("train", "val"):
+        del old["data"][split]["checks"]
     new = upgrade_stored_config(old)
+    from detectres.config.schema import Data, validate
+
+    validate(OmegaConf.create(new).data, Data, "data")  # the upgraded recipe passes the schema
     assert new["input"]["interpolation"] == "bilinear" and new["data"]["generate"] is None
     assert new["data"]["evaluator"] == {"_target_": "detectres.evaluation.coco.COCOEvaluator", "_partial_": True}
 
@@ -243,7 +248,7 @@ def test_the_schema_names_the_key_the_value_and_what_is_allowed():
         "model.backbone.norm=LN": "model.backbone.norm='LN': must be one of FrozenBN, BN, GN",
         "solver.optimizer.momentum=1.5": "solver.optimizer.momentum=1.5: must be a number in [0, 1]",
         "runtime.num_threads=0": "runtime.num_threads=0: must be an integer >= 1 or null",
-        "runtime.device=gpu": "runtime.device='gpu': must be a string auto, cpu, cuda or cuda:N",
+        "runtime.device=gpu": "runtime.device='gpu': must be one of auto, cpu, cuda, cuda:N, mps",
         "input.random_flip=2": "input.random_flip=2: must be a number in [0, 1]",
         "data.checks.box_outside_image=ignore": "data.checks.box_outside_image='ignore' is not allowed",
         "+seeds=3": "seeds: unknown key",
@@ -254,3 +259,23 @@ def test_the_schema_names_the_key_the_value_and_what_is_allowed():
         assert str(err.value).startswith(message), (override, str(err.value))
     with pytest.raises(ConfigError, match=r"^test.multiscale: multiscale.proposal_scale 700 must be one of"):
         validate_tool_config("eval", compose_config("eval", ["test=multiscale", "test.multiscale.proposal_scale=700"]))
+
+
+def test_a_node_where_a_node_belongs():
+    """null or a plain value where a constructor expects a config node is named, not found at build time."""
+    from detectres.apps.schemas import validate_tool_config
+    from detectres.config.schema import ConfigError
+
+    cases = {"data.evaluator=null": "data.evaluator=null: must be a config node",
+             "model.backbone=resnet50": "model.backbone='resnet50': must be a ResNet config node",
+             "model.rpn.matcher=null": "model.rpn.matcher=null: must be a Matcher config node",
+             "model.rpn.matcher.labels=[0,1]": "model.rpn.matcher: a Matcher needs one more label than thresholds",
+             "runtime.output_dir=null": "runtime.output_dir=null: training needs a folder"}
+    for override, message in cases.items():
+        with pytest.raises(ConfigError) as err:
+            validate_tool_config("train", compose_config("train", [override]))
+        assert str(err.value).startswith(message), (override, str(err.value))
+    # a tool that does not read the training split lets it stay unset
+    validate_tool_config("eval", compose_config("eval", ["data=custom", "data.val.image_dir=d", "data.val.ann_file=f"]))
+    with pytest.raises(ConfigError, match=r"^data.val.image_dir: missing"):
+        validate_tool_config("eval", compose_config("eval", ["data=custom"]))
