@@ -65,26 +65,27 @@ class TrainConfig:
 
 
 @dataclass
-class EvalConfig(ChecksData):
+class RestoresModel:
+    """A tool that restores a model: a checkpoint's recipe, or the model config plus ``model.weights``."""
+
     input: Input
     model: ModelNode
     data: Data
-    test: Node
     runtime: Runtime
     checkpoint: str | None
+
+
+@dataclass
+class EvalConfig(RestoresModel, ChecksData):
+    test: Node
     ensemble: list[str]
     vis_images: NonNegativeInt
 
 
 @dataclass
-class PredictConfig:
+class PredictConfig(RestoresModel):
     missing_ok = ("data.train", "data.val")
 
-    input: Input
-    model: ModelNode
-    data: Data
-    runtime: Runtime
-    checkpoint: str | None
     source: str | None
     score_thresh: Fraction
     max_images: NonNegativeInt
@@ -96,14 +97,9 @@ class PredictConfig:
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(RestoresModel):
     missing_ok = ("data.train", "data.val")
 
-    input: Input
-    model: ModelNode
-    data: Data
-    runtime: Runtime
-    checkpoint: str | None
     source: str | NonNegativeInt
     output: str | None
     display: bool | Literal["auto"]
