@@ -253,10 +253,10 @@ def target_hints(target: str, path: str) -> tuple[dict[str, Any], inspect.Signat
 def check_arguments(obj, node: DictConfig, path: str) -> None:
     """The constructor's own rules across its arguments: a dataclass is built (``__post_init__``), a class
     with a ``check_args`` static method has it called with the node's values."""
-    values = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")}
     check = obj if dataclasses.is_dataclass(obj) else getattr(obj, "check_args", None)
     if check is None:
         return
+    values = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")}
     try:
         check(**values)
     except (ValueError, TypeError) as e:

@@ -1,11 +1,10 @@
 """Metrics logging: one JSON line per record in ``metrics.jsonl``, mirrored to TensorBoard."""
 from __future__ import annotations
 
-import errno
 import json
 import os
 
-from detectres.utils.file_io import DiskFullError, disk_full_cause
+from detectres.utils.file_io import reporting_full_disk
 
 
 class MetricsWriter:
@@ -27,13 +26,8 @@ class MetricsWriter:
     def write(self, iteration: int, scalars: dict[str, float]) -> None:
         if not self.enabled:
             return
-        try:
-            with open(self.path, "a") as f:
-                f.write(json.dumps({"iteration": iteration, **scalars}) + "\n")
-        except OSError as e:
-            if disk_full_cause(e) is not None:
-                raise DiskFullError(errno.ENOSPC, f"no space left on device while writing {self.path}") from None
-            raise
+        with reporting_full_disk(self.path), open(self.path, "a") as f:
+            f.write(json.dumps({"iteration": iteration, **scalars}) + "\n")
         if self.tb is not None:
             for k, v in scalars.items():
                 self.tb.add_scalar(k, v, iteration)

@@ -2,6 +2,7 @@
 temporary files a killed write leaves behind."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import logging
@@ -34,24 +35,35 @@ def disk_full_cause(error: BaseException) -> OSError | None:
     return None
 
 
+@contextlib.contextmanager
+def reporting_full_disk(path: str):
+    """Turn a failed write whose cause is a full disk (torch wraps it in a RuntimeError) into one
+    :class:`DiskFullError` naming ``path``."""
+    try:
+        yield
+    except BaseException as e:
+        if disk_full_cause(e) is not None:
+            raise DiskFullError(errno.ENOSPC, f"no space left on device while writing {path}") from None
+        raise
+
+
 def atomic_write(path: str, write: Callable[[IO], None], *, binary: bool, suffix: str = "") -> None:
     """Write ``path`` through ``write(file)`` so that a crash leaves either the old file or the new one; a
     failed write leaves no temporary file, and a full disk is reported as such, naming ``path``."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=directory)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if disk_full_cause(e) is not None:
-            raise DiskFullError(errno.ENOSPC, f"no space left on device while writing {path}") from None
-        raise
+    with reporting_full_disk(path):
+        try:
+            with os.fdopen(fd, "wb" if binary else "w") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:
