@@ -70,9 +70,11 @@ def make_norm(norm: str, channels: int) -> nn.Module:
 class ConvNorm(nn.Conv2d):
     """Conv2d (no bias) followed by its own ``norm`` child, named as in Detectron2 (``conv1.norm``).
 
-    With FrozenBN the norm is an affine map, so it is folded into the convolution's weight and
-    bias on the fly: one pass over the activations instead of two, same numbers (fp32 rounding
-    aside), and gradients still reach ``weight``.
+    With FrozenBN the norm is an affine map, folded into the convolution's weight and bias: one pass
+    over the activations instead of two, same numbers. Where gradients reach ``weight`` (a trainable
+    conv while training) the fold is recomputed each forward; everywhere else (frozen stages,
+    inference) it is computed once and cached, with its copy in the autocast dtype, until the weight,
+    the norm's statistics or the device change.
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int, stride: int = 1, norm: str):
@@ -80,13 +82,33 @@ class ConvNorm(nn.Conv2d):
             in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False
         )
         self.norm = make_norm(norm, out_channels)
+        self._folded: dict = {}
 
     def forward(self, x: Tensor) -> Tensor:
         if isinstance(self.norm, FrozenBatchNorm2d):
-            scale, shift = self.norm.scale_shift()
-            weight = self.weight * scale.view(-1, 1, 1, 1)
-            return F.conv2d(x, weight, shift, self.stride, self.padding, self.dilation, self.groups)
+            weight, bias = self.folded_weight(x.device.type)
+            return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
         return self.norm(super().forward(x))
+
+    def fold(self) -> tuple[Tensor, Tensor]:
+        scale, shift = self.norm.scale_shift()
+        return self.weight * scale.view(-1, 1, 1, 1), shift
+
+    def folded_weight(self, device_type: str) -> tuple[Tensor, Tensor]:
+        """(weight, bias) with the FrozenBN folded in: fresh when gradients must reach ``weight``, cached
+        otherwise (keyed by the tensors' versions and storage, and the autocast dtype)."""
+        if torch.is_grad_enabled() and self.weight.requires_grad:
+            return self.fold()
+        tensors = (self.weight, *(getattr(self.norm, k) for k in ("weight", "bias", "running_mean", "running_var")))
+        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+        key = (tuple((t._version, t.data_ptr()) for t in tensors), dtype)
+        if self._folded.get("key") != key:
+            with torch.inference_mode(False), torch.no_grad():
+                weight, bias = self.fold()
+                if dtype is not None:
+                    weight, bias = weight.to(dtype), bias.to(dtype)
+            self._folded = {"key": key, "weight": weight, "bias": bias}
+        return self._folded["weight"], self._folded["bias"]
 
 
 def freeze_module(module: nn.Module) -> nn.Module:
