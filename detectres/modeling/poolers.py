@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align, roi_pool
 
 from detectres.config.schema import NonNegativeInt, PositiveFloat, PositiveInt
+from detectres.modeling.roi_align import roi_align_gather
 
 
 class RoIPooler(nn.Module):
@@ -36,20 +37,34 @@ class RoIPooler(nn.Module):
         self.sampling_ratio = int(sampling_ratio)
         self.aligned = bool(aligned)
 
-    def forward(self, features: Tensor, boxes: list[Tensor]) -> Tensor:
-        """features (N, C, H, W); boxes: N tensors (R_i, 4) -> (sum R_i, C, S, S)."""
+    def forward(self, features: Tensor, boxes: list[Tensor], stride: int = 1) -> Tensor:
+        """features (N, C, H, W); boxes: N tensors (R_i, 4) -> (sum R_i, C, S, S); with ``stride`` only
+        every ``stride``-th bin per side (what a strided 1x1 convolution after the pooler reads).
+
+        RoIAlign on a CPU without gradients runs as one channels-last gather (:mod:`roi_align`, the same
+        numbers, several times faster); training and GPUs use torchvision's kernels.
+        """
         # Coordinates stay fp32 even under bf16/fp16 autocast: a half-precision 800 px coordinate
         # would snap to a 4 px grid.
         rois = boxes_to_rois(boxes, torch.float32)
         if rois.shape[0] == 0:
-            return features.new_zeros((0, features.shape[1], self.output_size, self.output_size))
+            side = len(range(0, self.output_size, stride))
+            return features.new_zeros((0, features.shape[1], side, side))
+        if self.kind == "align" and self.gathers(features):
+            return roi_align_gather(features, rois, output_size=self.output_size, spatial_scale=self.spatial_scale,
+                                    sampling_ratio=self.sampling_ratio, aligned=self.aligned, stride=stride)
         size = (self.output_size, self.output_size)
         x = features.float()
         if self.kind == "pool":
             out = roi_pool(x, rois, size, self.spatial_scale)
         else:
             out = roi_align(x, rois, size, self.spatial_scale, self.sampling_ratio, self.aligned)
-        return out.to(features.dtype)
+        return out[:, :, ::stride, ::stride].to(features.dtype)
+
+    @staticmethod
+    def gathers(features: Tensor) -> bool:
+        """Whether the gather form runs: on a CPU, when no gradient has to flow back to ``features``."""
+        return features.device.type == "cpu" and not (torch.is_grad_enabled() and features.requires_grad)
 
 
 def boxes_to_rois(boxes: list[Tensor], dtype: torch.dtype) -> Tensor:

@@ -14,9 +14,10 @@ from detectres.modeling.box_coder import BoxCoder
 from detectres.structures.boxes import clip_boxes, nonempty_mask, pairwise_iou, scale_boxes
 
 
-def class_scores_and_boxes(logits: Tensor, deltas: Tensor, boxes: Tensor, image_hw: tuple[int, int],
+def class_scores_and_boxes(logits: Tensor, deltas: Tensor, boxes: Tensor, image_hw: tuple[int, int] | Tensor,
                            box_coder: BoxCoder) -> tuple[Tensor, Tensor]:
-    """Softmax scores without background (R, K) and clipped class-specific boxes (R, K, 4).
+    """Softmax scores without background (R, K) and class-specific boxes (R, K, 4) clipped to ``image_hw``
+    (one image's (h, w), or an (R, 2) tensor with each row's image size).
 
     A row whose scores or boxes are not finite gets score 0 everywhere, so no threshold keeps it.
     """
@@ -25,6 +26,8 @@ def class_scores_and_boxes(logits: Tensor, deltas: Tensor, boxes: Tensor, image_
     decoded = box_coder.decode(deltas, boxes).view(-1, k, 4)
     finite = torch.isfinite(decoded).all(dim=2).all(dim=1) & torch.isfinite(scores).all(dim=1)
     scores = torch.where(finite[:, None], scores, torch.zeros_like(scores))
+    if isinstance(image_hw, Tensor):
+        image_hw = image_hw.repeat_interleave(k, dim=0)
     return scores, clip_boxes(decoded.reshape(-1, 4), image_hw).view(-1, k, 4)
 
 
@@ -59,6 +62,35 @@ def merge_detections(boxes: Tensor, scores: Tensor, classes: Tensor, *, score_th
     if vote_thresh is not None:
         out_boxes = box_voting(out_boxes, classes[kept], boxes, scores, classes, vote_thresh)
     return {"pred_boxes": out_boxes, "scores": scores[kept], "pred_classes": classes[kept]}
+
+
+def first_per_group(order: Tensor, groups: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Of the indices ``order`` (best first, e.g. what NMS keeps), the first ``k`` of each group in
+    ``groups`` (indexed by them): the selected indices grouped in ascending group order, best first
+    within a group, and their groups."""
+    grouped, perm = torch.sort(groups[order], stable=True)
+    rank = torch.arange(len(order), device=order.device) - torch.searchsorted(grouped, grouped)
+    top = rank < k
+    return order[perm][top], grouped[top]
+
+
+def per_image_detections(logits: Tensor, deltas: Tensor, boxes: Tensor, image_index: Tensor,
+                         image_sizes: list[tuple[int, int]], box_coder: BoxCoder, *, score_thresh: float,
+                         nms_thresh: float, max_detections: int) -> list[dict[str, Tensor]]:
+    """The detections of several images at once: R scored boxes of all images with (R,) ``image_index``
+    -> per image what :func:`merge_detections` gives (no voting). One threshold, one ``batched_nms``
+    keyed by image and class, one host sync to split the result."""
+    sizes = torch.tensor(image_sizes, device=boxes.device, dtype=torch.float32)[image_index]
+    scores, class_boxes = class_scores_and_boxes(logits, deltas, boxes, sizes, box_coder)
+    flat_boxes, flat_scores, classes = flatten_class_matrix(scores, class_boxes)
+    images = image_index.repeat_interleave(scores.shape[1])
+    keep = (flat_scores > score_thresh).nonzero().squeeze(1)
+    kept = batched_nms(flat_boxes[keep], flat_scores[keep], images[keep] * scores.shape[1] + classes[keep], nms_thresh)
+    kept, groups = first_per_group(kept, images[keep], max_detections)
+    chosen = keep[kept]
+    counts = torch.bincount(groups, minlength=len(image_sizes)).tolist()
+    parts = (flat_boxes[chosen].split(counts), flat_scores[chosen].split(counts), classes[chosen].split(counts))
+    return [{"pred_boxes": b, "scores": s, "pred_classes": c} for b, s, c in zip(*parts)]
 
 
 def nonempty_detections(result: dict[str, Tensor]) -> dict[str, Tensor]:

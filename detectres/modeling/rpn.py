@@ -11,15 +11,17 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import nms
+from torchvision.ops import batched_nms
 
 from detectres.config.schema import Fraction, NonNegativeFloat, PositiveInt
 from detectres.modeling.anchors import AnchorGenerator
 from detectres.modeling.box_coder import BoxCoder
 from detectres.modeling.losses import rpn_losses
 from detectres.modeling.matcher import Matcher
+from detectres.modeling.postprocessing import first_per_group
 from detectres.modeling.sampling import subsample_labels
 from detectres.structures.boxes import clip_boxes, nonempty_mask, pairwise_iou
+from detectres.utils.amp import fp32_only
 
 
 class RPNHead(nn.Module):
@@ -38,7 +40,9 @@ class RPNHead(nn.Module):
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
         """features (N, C, H, W) -> logits (N, A, H, W), deltas (N, A * 4, H, W)."""
         t = F.relu(self.conv(features))
-        return self.objectness_logits(t), self.anchor_deltas(t)
+        with fp32_only(t):  # box deltas stay fp32 under autocast (decoded into 800 px coordinates)
+            deltas = self.anchor_deltas(t.float())
+        return self.objectness_logits(t).float(), deltas
 
 
 def flatten_rpn_outputs(logits: Tensor, deltas: Tensor) -> tuple[Tensor, Tensor]:
@@ -126,21 +130,21 @@ class RPN(nn.Module):
     @torch.no_grad()
     def select_proposals(self, anchors: Tensor, logits: Tensor, deltas: Tensor, image_sizes: list[tuple[int, int]],
                          topk: tuple[int, int]) -> tuple[list[Tensor], list[Tensor]]:
-        """Per image: top-k by logit -> decode -> clip -> drop empty -> NMS -> top-k (sorted by logit)."""
-        pre_k, post_k = min(topk[0], logits.shape[1]), topk[1]
-        top_logits, top_idx = logits.topk(pre_k, dim=1)
-        all_boxes, all_scores = [], []
-        for i, hw in enumerate(image_sizes):
-            boxes = self.box_coder.decode(deltas[i, top_idx[i]], anchors[top_idx[i]])
-            scores = top_logits[i]
-            finite = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores)
-            boxes, scores = clip_boxes(boxes[finite], hw), scores[finite]
-            keep = nonempty_mask(boxes, self.min_box_size)
-            boxes, scores = boxes[keep], scores[keep]
-            keep = nms(boxes, scores, self.nms_thresh)[:post_k]
-            all_boxes.append(boxes[keep])
-            all_scores.append(scores[keep])
-        return all_boxes, all_scores
+        """Per image: top-k by logit -> decode -> clip -> drop non-finite and empty -> NMS -> top-k (sorted
+        by logit); all images at once (one ``batched_nms`` keyed by image, one host sync to split)."""
+        n, pre_k, post_k = logits.shape[0], min(topk[0], logits.shape[1]), topk[1]
+        scores, index = logits.topk(pre_k, dim=1)
+        chosen = deltas.gather(1, index[..., None].expand(-1, -1, 4))
+        boxes = self.box_coder.decode(chosen.reshape(-1, 4), anchors[index.reshape(-1)])
+        scores = scores.reshape(-1)
+        images = torch.arange(n, device=logits.device).repeat_interleave(pre_k)
+        finite = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores)
+        boxes = clip_boxes(boxes, torch.tensor(image_sizes, device=boxes.device)[images])
+        keep = (finite & nonempty_mask(boxes, self.min_box_size)).nonzero().squeeze(1)
+        kept = batched_nms(boxes[keep], scores[keep], images[keep], self.nms_thresh)
+        kept, groups = first_per_group(kept, images[keep], post_k)
+        counts = torch.bincount(groups, minlength=n).tolist()
+        return list(boxes[keep[kept]].split(counts)), list(scores[keep[kept]].split(counts))
 
     @torch.no_grad()
     def label_and_sample_anchors(self, anchors: Tensor, targets: list[dict]) -> tuple[Tensor, Tensor]:

@@ -25,8 +25,12 @@ def pairwise_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     return torch.nan_to_num(box_iou(boxes1, boxes2), nan=0.0)
 
 
-def clip_boxes(boxes: Tensor, image_hw: tuple[int, int]) -> Tensor:
-    """Clip (N, 4) boxes to an image of height h and width w."""
+def clip_boxes(boxes: Tensor, image_hw: tuple[int, int] | Tensor) -> Tensor:
+    """Clip (N, 4) boxes to an image of height h and width w: ``image_hw`` is ``(h, w)``, or an (N, 2)
+    tensor with each box's own image size (boxes of several images at once)."""
+    if isinstance(image_hw, Tensor):
+        h, w = image_hw.to(boxes.dtype).unbind(dim=1)
+        return torch.minimum(boxes.clamp(min=0), torch.stack([w, h, w, h], dim=1))
     h, w = image_hw
     x1 = boxes[:, 0].clamp(min=0, max=w)
     y1 = boxes[:, 1].clamp(min=0, max=h)

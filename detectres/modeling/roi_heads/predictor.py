@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from detectres.utils.amp import fp32_only
+
 
 class FastRCNNPredictor(nn.Module):
     def __init__(self, *, in_channels: int, num_classes: int):
@@ -20,5 +22,8 @@ class FastRCNNPredictor(nn.Module):
         nn.init.constant_(self.bbox_pred.bias, 0.0)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x (R, D) -> logits (R, K+1), deltas (R, K*4)."""
-        return self.cls_score(x), self.bbox_pred(x)
+        """x (R, D) -> logits (R, K+1), deltas (R, K*4), both computed in fp32 even under autocast
+        (the softmax and the box decoding that follow need the precision; the layers are tiny)."""
+        with fp32_only(x):
+            x = x.float()
+            return self.cls_score(x), self.bbox_pred(x)

@@ -18,9 +18,11 @@ from detectres.modeling.box_coder import BoxCoder
 from detectres.modeling.losses import fast_rcnn_losses
 from detectres.modeling.matcher import Matcher
 from detectres.modeling.poolers import RoIPooler
-from detectres.modeling.postprocessing import class_scores_and_boxes, flatten_class_matrix, merge_detections
+from detectres.modeling.postprocessing import (class_scores_and_boxes, flatten_class_matrix, merge_detections,
+                                               per_image_detections)
 from detectres.modeling.roi_heads.context import GlobalContext, concat_context
 from detectres.modeling.roi_heads.predictor import FastRCNNPredictor
+from detectres.modeling.roi_heads.projection import project_then_pool, projects_first, spatial_mean
 from detectres.modeling.sampling import subsample_labels
 from detectres.structures.boxes import pairwise_iou
 
@@ -88,8 +90,10 @@ class Res5ROIHeads(nn.Module):
     # -- scoring boxes --------------------------------------------------------------------------
     def run_res5(self, features: Tensor, boxes: list[Tensor], res5: nn.Module) -> Tensor:
         """Pool ``boxes`` (N lists) from (N, C, H, W) features, run ``res5``, average: (R, D)."""
+        if projects_first(res5[0], self.pooler, features, sum(len(b) for b in boxes)):
+            return spatial_mean(res5[1:](project_then_pool(res5[0], self.pooler, features, boxes)))
         pooled = self.pooler(features, boxes).contiguous(memory_format=self.memory_format)
-        return res5(pooled).mean(dim=(2, 3))
+        return spatial_mean(res5(pooled))
 
     def box_features(self, features: Tensor, boxes: list[Tensor], image_sizes: list[tuple[int, int]]) -> Tensor:
         """(R, D) pooled res5 features ((R, 2D) with global context) for N lists of boxes."""
@@ -162,8 +166,10 @@ class Res5ROIHeads(nn.Module):
     @torch.no_grad()
     def inference(self, features: Tensor, proposals: list[Tensor], image_sizes: list[tuple[int, int]]
                   ) -> list[dict[str, Tensor]]:
-        """Per-image detections in input pixels (see :meth:`detections`)."""
+        """Per-image detections in input pixels (see :meth:`detections`), all images post-processed at once."""
         logits, deltas = self.forward_with_given_boxes(features, proposals, image_sizes)
-        counts = [p.shape[0] for p in proposals]
-        return [self.detections(lg, dl, props, hw)
-                for lg, dl, props, hw in zip(logits.split(counts), deltas.split(counts), proposals, image_sizes)]
+        counts = torch.tensor([p.shape[0] for p in proposals], device=logits.device)
+        image_index = torch.repeat_interleave(torch.arange(len(proposals), device=logits.device), counts)
+        return per_image_detections(logits, deltas, torch.cat(proposals), image_index, image_sizes, self.box_coder,
+                                    score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
+                                    max_detections=self.detections_per_image)

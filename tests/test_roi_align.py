@@ -1,0 +1,75 @@
+"""The CPU inference fast paths give torchvision's / the plain path's numbers: the gather RoIAlign,
+res5's first projections moved before pooling, and the half-precision spatial mean."""
+import pytest
+import torch
+from torchvision.ops import roi_align
+
+from detectres.modeling.backbones.resnet import ResNet
+from detectres.modeling.poolers import RoIPooler
+from detectres.modeling.roi_align import roi_align_gather
+from detectres.modeling.roi_heads.projection import project_then_pool, projects_first, spatial_mean
+
+
+def random_rois(n: int, width: float, height: float, images: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 4, generator=g) * torch.tensor([width, height, width, height]) * 1.2 - 20
+    boxes = torch.cat([xy[:, :2].minimum(xy[:, 2:]), xy[:, :2].maximum(xy[:, 2:])], dim=1)
+    # the edge cases: whole image, outside, degenerate, sub-pixel, straddling the border
+    boxes[:5] = torch.tensor([[0, 0, width, height], [-90, -80, -40, -30], [50, 50, 50, 50],
+                              [3, 3, 3.4, 3.2], [width - 10, height - 10, width + 30, height + 40]])
+    return torch.cat([torch.randint(0, images, (n, 1), generator=g).float(), boxes], dim=1)
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("output_size", [14, 7])
+def test_gather_equals_torchvision_roi_align(aligned, sampling_ratio, stride, output_size):
+    features = torch.randn(2, 24, 37, 50)
+    rois = random_rois(120, 800, 592, images=2)
+    ref = roi_align(features, rois, output_size, 1 / 16, sampling_ratio, aligned)[:, :, ::stride, ::stride]
+    out = roi_align_gather(features.contiguous(memory_format=torch.channels_last), rois, output_size=output_size,
+                           spatial_scale=1 / 16, sampling_ratio=sampling_ratio, aligned=aligned, stride=stride)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=0, atol=2e-6)
+
+
+def test_pooler_gathers_only_without_gradient_on_cpu():
+    pooler = RoIPooler(output_size=7, spatial_scale=1 / 16)
+    features = torch.randn(1, 8, 20, 20, requires_grad=True)
+    boxes = [torch.tensor([[10.0, 20.0, 200.0, 150.0]])]
+    assert not pooler.gathers(features)  # training: torchvision's kernel, gradients flow
+    pooler(features, boxes).sum().backward()
+    assert features.grad is not None and features.grad.abs().sum() > 0
+    with torch.no_grad():
+        assert pooler.gathers(features)
+        torch.testing.assert_close(pooler(features, boxes), roi_align(features, torch.tensor([[0.0, 10, 20, 200, 150]]),
+                                                                      7, 1 / 16, 0, True), rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("stride_in_1x1", [True, False])
+def test_projection_before_pooling_equals_pooling_first(stride_in_1x1):
+    torch.manual_seed(0)
+    resnet = ResNet(depth=50, widths=[32, 64, 128, 256], stride_in_1x1=stride_in_1x1, freeze_at=5).eval()
+    for m in resnet.modules():  # non-trivial FrozenBN statistics
+        if hasattr(m, "running_var"):
+            m.weight.uniform_(0.5, 1.5), m.bias.normal_(0, 0.1), m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    block, pooler = resnet.res5[0], RoIPooler(output_size=14, spatial_scale=1 / 16)
+    features = torch.randn(2, 128, 30, 40).contiguous(memory_format=torch.channels_last)
+    rois = random_rois(200, 640, 480, images=2)
+    boxes = [rois[rois[:, 0] == i, 1:] for i in range(2)]
+    with torch.no_grad():
+        assert projects_first(block, pooler, features, 200)
+        assert not projects_first(block, pooler, features, 2)  # too few RoIs to pay for the whole map
+        ref = block(pooler(features, boxes))
+        out = project_then_pool(block, pooler, features, boxes)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
+def test_half_precision_spatial_mean():
+    x = torch.randn(30, 64, 7, 7).contiguous(memory_format=torch.channels_last)
+    out = spatial_mean(x.bfloat16())
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, x.bfloat16().float().mean(dim=(2, 3)), rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(spatial_mean(x), x.mean(dim=(2, 3)))
