@@ -67,7 +67,10 @@ class Detector:
         return cls.from_restored(restore_model(cfg, class_names=class_names))
 
     @torch.no_grad()
-    def predict(self, image: np.ndarray) -> dict:
+    def predict(self, image: np.ndarray | list[np.ndarray]) -> dict | list[dict]:
+        """Detections for one image, or for a list of images run as one batch (a list of results)."""
+        if isinstance(image, (list, tuple)):
+            return self.predict_prepared([self.prepare(x) for x in image])
         return self.predict_prepared(self.prepare(image))
 
     def prepare(self, image: np.ndarray) -> dict:
@@ -82,10 +85,14 @@ class Detector:
         return {"image": tensor, "height": h, "width": w}
 
     @torch.no_grad()
-    def predict_prepared(self, inputs: dict) -> dict:
-        """Run the model on a ``prepare``d input; numpy outputs in the original image's pixels."""
+    def predict_prepared(self, inputs: dict | list[dict]) -> dict | list[dict]:
+        """Run the model on ``prepare``d input(s), one batch; numpy outputs in each image's own pixels."""
+        batch = inputs if isinstance(inputs, list) else [inputs]
         with autocast_context(self.model, self.amp):
-            out = self.model.inference([inputs])[0]
+            outputs = [self.to_numpy(out) for out in self.model.inference(batch)]
+        return outputs if isinstance(inputs, list) else outputs[0]
+
+    def to_numpy(self, out: dict) -> dict:
         labels = out["pred_classes"].cpu().numpy()
         return {
             "boxes": out["pred_boxes"].float().cpu().numpy(),

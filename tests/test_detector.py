@@ -127,3 +127,22 @@ def test_training_and_inference_return_one_type_each_in_any_mode():
         assert isinstance(detections, list) and set(detections[0]) == {"pred_boxes", "scores", "pred_classes"}
     with pytest.raises(ValueError, match=r"needs gt_boxes and gt_classes; inputs \[0\] have none .*inference"):
         model([{"image": item["image"]}])
+
+
+def test_a_batch_gives_each_image_its_own_detections():
+    """Batched post-processing (one NMS keyed by image) equals running the images one by one."""
+    torch.manual_seed(0)
+    det = Detector.from_config("quickstart", class_names=["a", "b", "c"], device="cpu",
+                               overrides=["model.roi_heads.score_thresh=0.0"])
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (150, 200, 3), dtype=np.uint8) for _ in range(3)]
+    images[1][40:110, 50:160] = 255
+    batch = det.predict(images)
+    assert isinstance(batch, list) and len(batch) == 3
+    for image, got in zip(images, batch):
+        alone = det.predict(image)
+        assert len(got["scores"]) == len(alone["scores"]) > 0
+        np.testing.assert_allclose(got["boxes"], alone["boxes"], atol=1e-3)
+        np.testing.assert_allclose(got["scores"], alone["scores"], atol=1e-5)
+        assert got["labels"].tolist() == alone["labels"].tolist()
+    assert not np.array_equal(batch[0]["scores"], batch[1]["scores"])

@@ -1,6 +1,7 @@
 """The demo application (``demo/demo.py``): restore the detector, open the source and sinks, run the pipeline."""
 from __future__ import annotations
 
+import torch
 from omegaconf import DictConfig
 
 from detectres.apps.demo.pipeline import ModelStage, Overlay, Pipeline, PipelineStats
@@ -32,6 +33,8 @@ def run_demo(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> Pi
     set_threads(cfg.runtime.num_threads)
     try:
         detector = Detector.from_app_config(cfg, overrides)
+        if detector.model.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # every frame has the same size: tune the kernels once
         model = ModelStage(detector.predict_prepared, class_filter(cfg.classes, detector.class_names))
         sinks = open_sinks(cfg.output, cfg.display, source)
         window = next((s for s in sinks if isinstance(s, WindowSink)), None)
