@@ -90,6 +90,25 @@ class ConvNorm(nn.Conv2d):
             return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
         return self.norm(super().forward(x))
 
+    def act(self, x: Tensor, *, relu: bool, residual: Tensor | None = None) -> Tensor:
+        """``relu?(self(x) + residual?)``: on a CPU at inference, one oneDNN convolution with the addition
+        and the ReLU fused into it (no extra passes over the activations, same numbers); elsewhere the
+        plain ops."""
+        if fused_conv_available(x) and isinstance(self.norm, FrozenBatchNorm2d) and not (
+                torch.is_grad_enabled() and (self.weight.requires_grad or x.requires_grad)):
+            weight, bias = self.folded_weight(x.device.type)
+            args = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
+            if residual is None:
+                return torch.ops.mkldnn._convolution_pointwise(x.to(weight.dtype), weight, bias, *args,
+                                                               "relu" if relu else "none", [], "")
+            return torch.ops.mkldnn._convolution_pointwise.binary(
+                x.to(weight.dtype), residual.to(weight.dtype), weight, bias, *args, "add", None,
+                "relu" if relu else None, [], "")
+        out = self(x)
+        if residual is not None:
+            out = out + residual
+        return F.relu_(out) if relu else out
+
     def fold(self) -> tuple[Tensor, Tensor]:
         scale, shift = self.norm.scale_shift()
         return self.weight * scale.view(-1, 1, 1, 1), shift
@@ -109,6 +128,14 @@ class ConvNorm(nn.Conv2d):
                     weight, bias = weight.to(dtype), bias.to(dtype)
             self._folded = {"key": key, "weight": weight, "bias": bias}
         return self._folded["weight"], self._folded["bias"]
+
+
+def fused_conv_available(x: Tensor) -> bool:
+    """oneDNN's fused convolution (what torch.compile emits on CPUs) exists in this build, for ``x``'s device."""
+    return x.device.type == "cpu" and FUSED_CONV
+
+
+FUSED_CONV = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
 def freeze_module(module: nn.Module) -> nn.Module:

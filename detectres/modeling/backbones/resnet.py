@@ -38,10 +38,9 @@ class BasicBlock(nn.Module):
         self.conv2 = ConvNorm(out_channels, out_channels, kernel_size=3, norm=norm)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu_(self.conv1(x))
-        out = self.conv2(out)
-        identity = x if self.shortcut is None else self.shortcut(x)
-        return F.relu_(out + identity)
+        out = self.conv1.act(x, relu=True)
+        identity = x if self.shortcut is None else self.shortcut.act(x, relu=False)
+        return self.conv2.act(out, relu=True, residual=identity)
 
 
 class Bottleneck(nn.Module):
@@ -57,11 +56,10 @@ class Bottleneck(nn.Module):
         self.conv3 = ConvNorm(bottleneck_channels, out_channels, kernel_size=1, norm=norm)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu_(self.conv1(x))
-        out = F.relu_(self.conv2(out))
-        out = self.conv3(out)
-        identity = x if self.shortcut is None else self.shortcut(x)
-        return F.relu_(out + identity)
+        out = self.conv1.act(x, relu=True)
+        out = self.conv2.act(out, relu=True)
+        identity = x if self.shortcut is None else self.shortcut.act(x, relu=False)
+        return self.conv3.act(out, relu=True, residual=identity)
 
 
 class PreActBasicBlock(nn.Module):
@@ -140,9 +138,7 @@ class Stem(nn.Module):
         self.preact = preact
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.conv1(x)
-        if not self.preact:
-            x = F.relu_(x)
+        x = self.conv1(x) if self.preact else self.conv1.act(x, relu=True)
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 

@@ -46,9 +46,8 @@ def project_then_pool(block: Bottleneck, pooler: RoIPooler, features: Tensor, bo
     ws, bs = block.shortcut.folded_weight(device)
     branch = pooler(F.conv2d(features, w1), boxes, stride=block.conv1.stride[0])
     shortcut = pooler(F.conv2d(features, ws), boxes, stride=block.shortcut.stride[0])
-    out = F.relu_(branch + b1.view(1, -1, 1, 1))
-    out = block.conv3(F.relu_(block.conv2(out)))
-    return F.relu_(out + shortcut + bs.view(1, -1, 1, 1))
+    out = block.conv2.act(F.relu_(branch.add_(b1.view(1, -1, 1, 1))), relu=True)  # the pooled tensors are ours
+    return block.conv3.act(out, relu=True, residual=shortcut.add_(bs.view(1, -1, 1, 1)))
 
 
 def spatial_mean(x: Tensor) -> Tensor:

@@ -1,9 +1,11 @@
 """The CPU inference fast paths give torchvision's / the plain path's numbers: the gather RoIAlign,
-res5's first projections moved before pooling, and the half-precision spatial mean."""
+res5's first projections moved before pooling, convolutions with their addition and ReLU fused, and
+the half-precision spatial mean."""
 import pytest
 import torch
 from torchvision.ops import roi_align
 
+import detectres.modeling.backbones.norm as norm_module
 from detectres.modeling.backbones.resnet import ResNet
 from detectres.modeling.poolers import RoIPooler
 from detectres.modeling.roi_align import roi_align_gather
@@ -73,3 +75,23 @@ def test_half_precision_spatial_mean():
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, x.bfloat16().float().mean(dim=(2, 3)), rtol=1e-2, atol=1e-2)
     torch.testing.assert_close(spatial_mean(x), x.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("depth,stride_in_1x1", [(18, True), (50, True), (50, False)])
+def test_fused_convolutions_equal_the_plain_ops(monkeypatch, depth, stride_in_1x1):
+    torch.manual_seed(0)
+    resnet = ResNet(depth=depth, widths=[16, 32, 64, 128], stride_in_1x1=stride_in_1x1, freeze_at=2)
+    for m in resnet.modules():
+        if hasattr(m, "running_var"):
+            m.weight.uniform_(0.5, 1.5), m.bias.normal_(0, 0.1), m.running_mean.normal_(0, 0.1)
+    resnet = resnet.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 64, 96).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        fused = resnet(x)
+        monkeypatch.setattr(norm_module, "FUSED_CONV", False)
+        plain = resnet(x)
+    torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-4 * plain.abs().max().item())
+    monkeypatch.setattr(norm_module, "FUSED_CONV", True)
+    resnet.train()
+    resnet(x).sum().backward()  # training takes the plain ops: gradients reach the trainable stages
+    assert resnet.res5[0].conv1.weight.grad is not None and resnet.res2[0].conv1.weight.grad is None
