@@ -14,6 +14,7 @@ from detectres.data.loader import build_test_loader
 from detectres.evaluation.evaluator import build_evaluator, evaluate_detector
 from detectres.evaluation.report import draw_dataset_predictions, print_summary, write_eval_json
 from detectres.modeling.ensemble import EnsembleDetector
+from detectres.modeling.tta import TestTimeDetector
 from detectres.utils.comm import get_rank, get_world_size, init_distributed, is_main_process, shutdown_distributed
 from detectres.utils.env import set_threads
 from detectres.utils.run_lock import RankZeroLock
@@ -69,8 +70,12 @@ def evaluate_into(composed: DictConfig, cfg: DictConfig, weights, source: str, o
     if list(class_names) != list(dataset.class_names):
         raise ValueError(f"{source} was trained on classes {class_names} but {dataset.name} "
                          f"lists {dataset.class_names}")
-    model = test_time_model(composed, build_restored(cfg, weights, source, class_names=class_names))
-    loader = build_test_loader(dataset, num_workers=cfg.data.num_workers, rank=get_rank(), world_size=get_world_size())
+    restored = build_restored(cfg, weights, source, class_names=class_names)
+    model = test_time_model(composed, restored)
+    # a test-time procedure's resized copies are made in the loader's workers, not between model calls
+    mapper = model.input_mapper() if isinstance(model, TestTimeDetector) else None
+    loader = build_test_loader(dataset, num_workers=cfg.data.num_workers, rank=get_rank(), world_size=get_world_size(),
+                               device=restored.model.device, mapper=mapper)
     results = evaluate_detector(model, loader, build_evaluator(cfg.data, dataset), output_dir,
                                 autocast=cfg.runtime.amp)
     if not is_main_process():

@@ -19,7 +19,7 @@ from detectres.engine.hooks import LRScheduler, PeriodicCheckpointer, PeriodicEv
 from detectres.engine.trainer import Trainer, wrap_distributed
 from detectres.evaluation.evaluator import build_evaluator, evaluate_detector
 from detectres.evaluation.report import draw_dataset_predictions, print_summary, write_eval_json
-from detectres.utils.amp import grad_scaler
+from detectres.utils.amp import describe_cpu, grad_scaler, precision_name
 from detectres.utils.comm import init_distributed, shutdown_distributed
 from detectres.utils.env import configure_determinism, seed_everything, set_threads
 from detectres.utils.events import MetricsWriter
@@ -45,7 +45,8 @@ def evaluation_hook(cfg: DictConfig, model, val_set, rank: int, world: int, writ
     """Evaluation on the validation split every ``solver.eval_period`` iterations and at the end;
     rank 0 writes ``eval.json`` and prints the summary."""
     out = cfg.runtime.output_dir
-    loader = build_test_loader(val_set, num_workers=cfg.data.num_workers, rank=rank, world_size=world)
+    loader = build_test_loader(val_set, num_workers=cfg.data.num_workers, rank=rank, world_size=world,
+                               device=model.device)
 
     def run_eval() -> dict:
         results = evaluate_detector(model, loader, build_evaluator(cfg.data, val_set), os.path.join(out, "inference"),
@@ -83,12 +84,14 @@ def train_process(cfg: DictConfig, rank: int, world: int) -> dict:
     hooks = [LRScheduler(scheduler), PeriodicCheckpointer(checkpointer, s.checkpoint_period), evaluator]
     if rank == 0:
         hooks.append(ProgressLogger(writer, period=cfg.log_period))
-    logger.info("training on %s (%d threads%s) for %d iterations, %d images per batch; output in %s",
+    logger.info("training on %s (%d threads%s) for %d iterations, %d images per batch, precision %s; output in %s",
                 model.device.type, threads, f", {world} processes" if world > 1 else "", s.max_iter, s.ims_per_batch,
-                out)
+                precision_name(cfg.runtime.amp, model.device.type), out)
+    if model.device.type == "cpu":
+        logger.info("%s", describe_cpu())
     batches = SkippedImageCounter(build_train_loader(train_set, batch_size=s.ims_per_batch, seed=cfg.seed,
                                                      num_workers=cfg.data.num_workers, rank=rank, world_size=world,
-                                                     start_iter=start_iter))
+                                                     start_iter=start_iter, device=model.device))
     trainer = Trainer(model=wrap_distributed(model, cfg.sync_bn), optimizer=optimizer, data_loader=batches,
                       max_iter=s.max_iter, hooks=hooks, amp=cfg.runtime.amp, clip_grad_norm=s.clip_grad_norm,
                       max_nonfinite_steps=s.max_nonfinite_steps, scaler=scaler)

@@ -1,7 +1,12 @@
-"""Data loaders: endless aspect-grouped training batches and ordered test batches."""
+"""Data loaders: endless aspect-grouped training batches and ordered test batches.
+
+Both take the ``device`` the model runs on: for a GPU, batches arrive in pinned (page-locked) memory,
+so the model's ``non_blocking`` copies to the device overlap with its work instead of blocking.
+"""
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -21,9 +26,30 @@ def worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+def pins_memory(device: str | torch.device) -> bool:
+    """Whether batches for ``device`` should be pinned: only for CUDA (pinning is wasted work on a CPU)."""
+    return torch.device(device).type == "cuda" and torch.cuda.is_available()
+
+
+class MappedDataset(Dataset):
+    """``dataset``'s items passed through ``mapper`` (in the loader's worker processes); items without
+    an image (one that failed to load) pass through unchanged."""
+
+    def __init__(self, dataset: Dataset, mapper: Callable[[dict], dict]):
+        self.dataset = dataset
+        self.mapper = mapper
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        item = self.dataset[index]
+        return self.mapper(item) if "image" in item else item
+
+
 def build_train_loader(dataset: Dataset, *, batch_size: int, num_workers: int = 0, seed: int = 0,
                        aspect_ratio_grouping: bool = True, rank: int = 0, world_size: int = 1,
-                       start_iter: int = 0) -> DataLoader:
+                       start_iter: int = 0, device: str | torch.device = "cpu") -> DataLoader:
     """Endless batches of this rank's ``batch_size // world_size`` images (``batch_size`` is the total
     over ranks), items seeded by their place in the stream (see :class:`TrainingBatchSampler`);
     ``start_iter`` continues the stream where a resumed run stopped."""
@@ -32,15 +58,18 @@ def build_train_loader(dataset: Dataset, *, batch_size: int, num_workers: int = 
                                          rank=rank, world_size=world_size, start_batch=start_iter)
     return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers, collate_fn=list_collate,
                       worker_init_fn=worker_init, persistent_workers=num_workers > 0,
-                      prefetch_factor=4 if num_workers > 0 else None)
+                      prefetch_factor=4 if num_workers > 0 else None, pin_memory=pins_memory(device))
 
 
 def build_test_loader(dataset: Dataset, *, batch_size: int = 1, num_workers: int = 0, rank: int = 0,
-                      world_size: int = 1) -> DataLoader:
-    """This rank's contiguous share of ``dataset``, in order."""
-    return DataLoader(dataset, batch_size=batch_size, sampler=InferenceSampler(len(dataset), rank=rank,
-                                                                              world_size=world_size),
-                      num_workers=num_workers, collate_fn=list_collate, worker_init_fn=worker_init)
+                      world_size: int = 1, device: str | torch.device = "cpu",
+                      mapper: Callable[[dict], dict] | None = None) -> DataLoader:
+    """This rank's contiguous share of ``dataset``, in order; ``mapper`` (e.g. a test-time procedure's
+    resizing) runs on each item in the workers, off the process that runs the model."""
+    sampler = InferenceSampler(len(dataset), rank=rank, world_size=world_size)
+    return DataLoader(MappedDataset(dataset, mapper) if mapper is not None else dataset, batch_size=batch_size,
+                      sampler=sampler, num_workers=num_workers, collate_fn=list_collate, worker_init_fn=worker_init,
+                      pin_memory=pins_memory(device))
 
 
 class SkippedImageCounter:

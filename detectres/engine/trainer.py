@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from typing import Iterable
 
 import torch
@@ -63,16 +64,20 @@ class Trainer:
         self.last_losses: dict[str, float] = {}
 
     def run_step(self, batch: list[dict]) -> dict[str, float]:
+        """One step: forward, backward, then the step's one host sync (the rank-averaged losses, read
+        after ``backward()`` so the accelerator never waits on the host before it), which decides
+        whether the step is applied. Every rank reads the same averages, so all apply or all skip."""
         with autocast_context(self.model, self.amp):
             losses = self.model(batch)
         total = sum(losses.values())
         values = mean_over_ranks(torch.stack([*(v.float() for v in losses.values()), total.float()]))
-        out = dict(zip([*losses, "total_loss"], values.tolist()))
         self.optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(values).all():
+        self.scaler.scale(total).backward()
+        out = dict(zip([*losses, "total_loss"], values.tolist()))
+        if not all(math.isfinite(v) for v in out.values()):
+            self.optimizer.zero_grad(set_to_none=True)  # the gradients of a non-finite loss are not kept
             self.on_nonfinite_loss(out)
             return out
-        self.scaler.scale(total).backward()
         if self.clip_grad_norm > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
@@ -129,4 +134,6 @@ def wrap_distributed(model: nn.Module, sync_bn: bool) -> nn.Module:
     ddp = nn.parallel.DistributedDataParallel
     no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp).parameters
                       else {"broadcast_buffers": False})
-    return ddp(model, device_ids=[torch.cuda.current_device()] if on_gpu else None, **no_buffer_sync)
+    # gradients live in DDP's all-reduce buckets: no copy between them and .grad, less memory
+    return ddp(model, device_ids=[torch.cuda.current_device()] if on_gpu else None, gradient_as_bucket_view=True,
+               **no_buffer_sync)

@@ -10,6 +10,8 @@
 Each add-on is a small typed class whose signature holds its defaults (``configs/test/*.yaml`` mirror
 them). Inputs are per-image dicts with the ORIGINAL image (3, H, W) uint8 BGR; every size is chosen
 here. All boxes are scored and decoded in original-image pixels (box deltas are scale-invariant).
+The resized copies a procedure needs can be made ahead, in a data loader's workers, by the
+:class:`TestTimeResize` that :meth:`TestTimeDetector.input_mapper` returns (the same pixels).
 """
 from __future__ import annotations
 
@@ -98,6 +100,37 @@ def choose_scale_pairs(areas: Tensor, factors: Tensor, canonical_size: float) ->
     return torch.stack([j, j + 1], dim=1)
 
 
+def resized_copy(image: Tensor, short: int, *, min_size: int, max_size: int, interpolation: str) -> Tensor:
+    """(3, H, W) uint8 -> the copy whose shortest side is ``short``; the long-side cap grows with the
+    scale (``max_size`` at ``min_size``), so large test scales are not all clipped to one size."""
+    hwc = np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())
+    cap = round(max_size * max(1.0, short / min_size))
+    resized = resize_shortest_edge(hwc, short, cap, interpolation)
+    return torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+
+
+@dataclass(frozen=True)
+class TestTimeResize:
+    """Adds ``resized``: {(shortest side, flipped): (3, h, w) uint8} to an item, for each pair in
+    ``plan``; picklable, so a data loader's workers can run it. The copies are the very tensors
+    :meth:`TestTimeDetector.features_at` would make itself."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+    plan: tuple[tuple[int, bool], ...]
+    min_size: int
+    max_size: int
+    interpolation: str
+
+    def __call__(self, item: dict) -> dict:
+        image = item["image"]
+        flipped = image.flip(-1) if any(flip for _, flip in self.plan) else None
+        item["resized"] = {(short, flip): resized_copy(flipped if flip else image, short, min_size=self.min_size,
+                                                       max_size=self.max_size, interpolation=self.interpolation)
+                           for short, flip in self.plan}
+        return item
+
+
 def flip_boxes(boxes: Tensor, width: int) -> Tensor:
     """Boxes of a horizontally flipped image of ``width`` -> boxes in the unflipped image."""
     return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
@@ -120,16 +153,32 @@ class TestTimeDetector(nn.Module):
     def num_classes(self) -> int:
         return self.model.num_classes
 
+    def resize_plan(self) -> tuple[tuple[int, bool], ...]:
+        """Every (shortest side, flipped) copy of an image this procedure runs the backbone on."""
+        flips = (False, True) if self.tta is not None and self.tta.flip else (False,)
+        if self.multiscale is not None:
+            sizes = self.multiscale.scales
+        else:
+            sizes = self.tta.sizes if self.tta is not None else (self.min_size,)
+        return tuple((int(s), f) for s in dict.fromkeys(sizes) for f in flips)
+
+    def input_mapper(self) -> TestTimeResize:
+        """What makes this procedure's resized copies of an item ahead of :meth:`inference` (in a
+        data loader's workers); the detections are the same as without it."""
+        return TestTimeResize(self.resize_plan(), self.min_size, self.max_size, self.interpolation)
+
     @torch.no_grad()
     def inference(self, batched_inputs: list[dict]) -> list[dict[str, Tensor]]:
-        return [self.detect(x["image"]) for x in batched_inputs]
+        """Per item: ``image`` and, when :meth:`input_mapper` ran on it, its ``resized`` copies."""
+        return [self.detect(x["image"], x.get("resized")) for x in batched_inputs]
 
-    def detect(self, image: Tensor) -> dict[str, Tensor]:
-        """One original image (3, H, W) -> detections in its pixels."""
+    def detect(self, image: Tensor, resized: dict[tuple[int, bool], Tensor] | None = None) -> dict[str, Tensor]:
+        """One original image (3, H, W) -> detections in its pixels; ``resized``: copies made ahead
+        (see :meth:`input_mapper`), else each is made here."""
         if self.tta is None:
-            return self.detect_once(image, self.min_size, flip=False)
+            return self.detect_once(image, self.min_size, flip=False, resized=resized)
         t = self.tta
-        passes = [self.detect_once(image, size, flip) for size in t.sizes
+        passes = [self.detect_once(image, size, flip, resized) for size in t.sizes
                   for flip in ((False, True) if t.flip else (False,))]
         merged = self.model.roi_heads.merge_detections(
             torch.cat([p["pred_boxes"] for p in passes]), torch.cat([p["scores"] for p in passes]),
@@ -137,24 +186,24 @@ class TestTimeDetector(nn.Module):
             vote_thresh=t.vote_thresh if t.merge == "vote" else None)
         return nonempty_detections(merged)
 
-    def features_at(self, image: Tensor, short: int) -> ScaleFeatures:
+    def features_at(self, image: Tensor, short: int, resized: Tensor | None = None) -> ScaleFeatures:
+        """res4 of ``image`` at shortest side ``short``; ``resized``: that copy, when made ahead."""
         h, w = image.shape[-2:]
-        hwc = np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())
-        # the long-side cap grows with the scale, so large test scales are not all clipped to one size
-        cap = round(self.max_size * max(1.0, short / self.min_size))
-        resized = resize_shortest_edge(hwc, short, cap, self.interpolation)
-        new_h, new_w = resized.shape[:2]
-        resized = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+        if resized is None:
+            resized = resized_copy(image, short, min_size=self.min_size, max_size=self.max_size,
+                                   interpolation=self.interpolation)
+        new_h, new_w = resized.shape[-2:]
         batch = self.model.preprocess([{"image": resized}])
         return ScaleFeatures(self.model.backbone(batch.tensor), batch.image_sizes[0], (new_w / w, new_h / h))
 
-    def detect_once(self, image: Tensor, size: int, flip: bool) -> dict[str, Tensor]:
+    def detect_once(self, image: Tensor, size: int, flip: bool,
+                    resized: dict[tuple[int, bool], Tensor] | None = None) -> dict[str, Tensor]:
         h, w = image.shape[-2:]
         if flip:
             image = image.flip(-1)
         ms = self.multiscale
         scales = list(ms.scales) if ms else [size]
-        levels = [self.features_at(image, s) for s in scales]
+        levels = [self.features_at(image, s, (resized or {}).get((s, flip))) for s in scales]
         source = levels[scales.index(ms.proposal_scale)] if ms else levels[0]
         proposals = self.model.rpn.inference(source.features, [source.image_hw])[0]
         proposals = scale_boxes(proposals, (1.0 / source.factor[0], 1.0 / source.factor[1]))
