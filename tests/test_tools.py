@@ -103,3 +103,24 @@ def test_train_benchmark_reports_each_precision(tmp_path):
         assert f"{mode} " in proc.stdout
     # the same weights and batch: the precisions' losses agree to bf16's precision
     assert abs(figures["fp32"]["total_loss"] - figures["bf16"]["total_loss"]) < 0.1 * figures["fp32"]["total_loss"]
+
+
+def test_benchmark_large_inference_comparison_and_its_ratio_lines(monkeypatch, capsys):
+    """The R101-C4 comparison (tiny input, 20 proposals here) and the lines the benchmark ends with."""
+    import numpy as np
+
+    import detectres.apps.benchmark as bench
+
+    image = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    monkeypatch.setattr(bench, "cpu_runs_natively", lambda dtype: False)
+    large = bench.run_large_inference(image=image, min_size=96, max_size=128, rounds=1, warmup=0, device="cpu",
+                                      proposals=20, log=lambda *_: None)
+    assert set(large["stages_fp32"]) == {"backbone", "rpn", "roi_heads"} and "ratio_bf16" not in large
+    assert large["ratio_fp32"] == large["detectres_fp32"] / large["torchvision_fp32"] > 0
+    r50 = {"train_ratio": 0.8, "inference_ratio": 0.7}
+    bench.print_ratio_lines(r50, large, "cpu")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2] == f"inference ratio fp32 detectres/torchvision: {large['ratio_fp32']:.2f}"
+    assert lines[-1] == "bf16: not supported by this CPU"
+    bench.print_ratio_lines(r50, {**large, "ratio_bf16": 0.3}, "cpu")
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "inference ratio bf16 detectres/torchvision: 0.30"

@@ -110,6 +110,15 @@ class DemoConfig(RestoresModel):
 
 
 @dataclass
+class LargeInference:
+    image: str
+    min_size: PositiveInt
+    max_size: PositiveInt
+    proposals: PositiveInt
+    rounds: NonNegativeInt
+
+
+@dataclass
 class BenchmarkConfig:
     runtime: Runtime
     image: str
@@ -118,6 +127,7 @@ class BenchmarkConfig:
     max_size: PositiveInt
     rounds: PositiveInt
     warmup: NonNegativeInt
+    large: LargeInference
 
 
 @dataclass

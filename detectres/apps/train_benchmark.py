@@ -14,17 +14,12 @@ import time
 import torch
 from omegaconf import DictConfig
 
-from detectres.apps.benchmark import annotated_image, init_weights, sample_inputs
+from detectres.apps.benchmark import annotated_image, init_weights, sample_inputs, synchronize
 from detectres.engine.trainer import Trainer
 from detectres.modeling.build import build_model
 from detectres.utils.env import resolve_device
 
 MODES = {"fp32": False, "bf16": "bf16", "fp16": "fp16"}
-
-
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def step_figures(*, model_cfg: DictConfig, batch: list[dict], mode: str, iters: int, warmup: int,
