@@ -16,9 +16,10 @@ def random_rois(n: int, width: float, height: float, images: int, seed: int = 0)
     g = torch.Generator().manual_seed(seed)
     xy = torch.rand(n, 4, generator=g) * torch.tensor([width, height, width, height]) * 1.2 - 20
     boxes = torch.cat([xy[:, :2].minimum(xy[:, 2:]), xy[:, :2].maximum(xy[:, 2:])], dim=1)
-    # the edge cases: whole image, outside, degenerate, sub-pixel, straddling the border
-    boxes[:5] = torch.tensor([[0, 0, width, height], [-90, -80, -40, -30], [50, 50, 50, 50],
-                              [3, 3, 3.4, 3.2], [width - 10, height - 10, width + 30, height + 40]])
+    # the edge cases: whole image, outside, degenerate, sub-pixel, straddling the border, inverted
+    boxes[:7] = torch.tensor([[0, 0, width, height], [-90, -80, -40, -30], [50, 50, 50, 50],
+                              [3, 3, 3.4, 3.2], [width - 10, height - 10, width + 30, height + 40],
+                              [600, 500, 10, 10], [400, 300, 100, 20]])  # (torchvision fails on one inverted axis)
     return torch.cat([torch.randint(0, images, (n, 1), generator=g).float(), boxes], dim=1)
 
 
@@ -95,3 +96,77 @@ def test_fused_convolutions_equal_the_plain_ops(monkeypatch, depth, stride_in_1x
     resnet.train()
     resnet(x).sum().backward()  # training takes the plain ops: gradients reach the trainable stages
     assert resnet.res5[0].conv1.weight.grad is not None and resnet.res2[0].conv1.weight.grad is None
+
+
+def test_batched_post_processing_equals_a_loop_over_images_of_different_sizes():
+    """Proposal selection and detections for three images of different sizes at once equal each image
+    alone (and each image's boxes are clipped to its own size)."""
+    from detectres.config import compose_config
+    from detectres.modeling.build import build_model
+    from detectres.modeling.postprocessing import (class_scores_and_boxes, flatten_class_matrix, merge_detections,
+                                                   per_image_detections)
+
+    torch.manual_seed(0)
+    model = build_model(compose_config("train", ["model=quickstart"]).model, num_classes=3).eval()
+    sizes = [(100, 120), (80, 160), (60, 60)]
+    anchors = model.rpn.anchor_generator((10, 12))
+    logits, deltas = torch.randn(3, anchors.shape[0]), torch.randn(3, anchors.shape[0], 4) * 0.3
+    boxes, scores = model.rpn.select_proposals(anchors, logits, deltas, sizes, (2000, 50))
+    for i, hw in enumerate(sizes):
+        alone_boxes, alone_scores = model.rpn.select_proposals(anchors, logits[i:i + 1], deltas[i:i + 1], [hw],
+                                                               (2000, 50))
+        torch.testing.assert_close(boxes[i], alone_boxes[0], rtol=0, atol=0)
+        torch.testing.assert_close(scores[i], alone_scores[0], rtol=0, atol=0)
+        assert boxes[i][:, 2].max() <= hw[1] and boxes[i][:, 3].max() <= hw[0]
+    counts = [len(b) for b in boxes]
+    index = torch.repeat_interleave(torch.arange(3), torch.tensor(counts))
+    cls_logits, box_deltas = torch.randn(sum(counts), 4) * 2, torch.randn(sum(counts), 12) * 0.2
+    heads = model.roi_heads
+    batched = per_image_detections(cls_logits, box_deltas, torch.cat(boxes), index, sizes, heads.box_coder,
+                                   score_thresh=0.05, nms_thresh=0.5, max_detections=20)
+    for i, hw in enumerate(sizes):
+        rows = index == i
+        scored = class_scores_and_boxes(cls_logits[rows], box_deltas[rows], boxes[i], hw, heads.box_coder)
+        alone = merge_detections(*flatten_class_matrix(*scored), score_thresh=0.05, nms_thresh=0.5,
+                                 vote_thresh=None, max_detections=20)
+        assert len(alone["scores"]) > 0
+        for key in alone:
+            torch.testing.assert_close(batched[i][key], alone[key], rtol=0, atol=0)
+
+
+def small_frozen_resnet() -> ResNet:
+    resnet = ResNet(depth=50, widths=[16, 32, 64, 128], freeze_at=5).eval()
+    for m in resnet.modules():
+        if hasattr(m, "running_var"):
+            m.weight.uniform_(0.5, 1.5), m.bias.normal_(0, 0.1), m.running_mean.normal_(0, 0.1)
+    return resnet.to(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_autocast_runs_whether_or_not_onednn_fuses_it(monkeypatch, dtype):
+    """oneDNN's fused convolution has no slow fallback for a dtype the CPU lacks: it must not be called then."""
+    assert norm_module.fused_conv_runs(torch.float32)
+    resnet, x = small_frozen_resnet(), torch.randn(1, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+        native = resnet(x)  # fused where this CPU can, plain convolutions elsewhere: never an error
+        monkeypatch.setattr(norm_module, "fused_conv_runs", lambda d: d == torch.float32)
+        plain = resnet(x)
+    assert native.dtype == plain.dtype == dtype
+    torch.testing.assert_close(native.float(), plain.float(), rtol=0.05, atol=0.05 * plain.float().abs().max().item())
+
+
+def test_folded_weights_follow_loads_devices_and_inference_mode():
+    torch.manual_seed(0)
+    a, b = small_frozen_resnet(), small_frozen_resnet()
+    x = torch.randn(1, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        before = a(x)
+        a.load_state_dict(b.state_dict())  # the cache must not keep a's old weights
+        torch.testing.assert_close(a(x), b(x))
+        assert not torch.equal(a(x), before)
+        a.res2[0].conv1.norm.running_var.data.fill_(4.0)  # an edit that bumps no version ...
+        a.float()  # ... is picked up after any _apply (.to(), .float(), ...)
+        assert not torch.equal(a(x), b(x))
+    with torch.inference_mode():
+        c = small_frozen_resnet()  # inference tensors keep no version: folded each call, never cached
+        torch.testing.assert_close(c(x), c(x))

@@ -116,6 +116,8 @@ def test_benchmark_large_inference_comparison_and_its_ratio_lines(monkeypatch, c
     large = bench.run_large_inference(image=image, min_size=96, max_size=128, rounds=1, warmup=0, device="cpu",
                                       proposals=20, log=lambda *_: None)
     assert set(large["stages_fp32"]) == {"backbone", "rpn", "roi_heads"} and "ratio_bf16" not in large
+    assert large["proposals"] == [20, 20]  # both models score the same number of proposals ...
+    assert large["torchvision_input"] == large["input"] == [96, 128]  # ... on the same input size
     assert large["ratio_fp32"] == large["detectres_fp32"] / large["torchvision_fp32"] > 0
     r50 = {"train_ratio": 0.8, "inference_ratio": 0.7}
     bench.print_ratio_lines(r50, large, "cpu")

@@ -37,7 +37,7 @@ from detectres.data.datasets.coco import COCODataset
 from detectres.data.image_io import read_image_file
 from detectres.modeling.backbones.norm import FrozenBatchNorm2d
 from detectres.modeling.build import build_model
-from detectres.utils.amp import amp_dtype, cpu_runs_natively, describe_cpu
+from detectres.utils.amp import amp_dtype, cpu_runs_natively, describe_cpu, effective_dtype
 from detectres.utils.env import resolve_device
 from detectres.utils.file_io import atomic_torch_save, atomic_write_text
 from detectres.utils.resize import resize_shortest_edge
@@ -145,10 +145,10 @@ def timed(fn, device: str = "cpu") -> float:
 
 
 def precision(model: nn.Module, amp: bool | str):
-    """Autocast in ``amp``'s dtype on the model's device; off for fp32 (the benchmark asks only for
-    what the device runs natively, see :func:`bf16_available`)."""
-    dtype = amp_dtype(amp)
+    """Autocast in ``amp``'s dtype on the model's device; off for fp32 and, after one warning, where the
+    CPU would emulate the dtype (see :func:`detectres.utils.amp.effective_dtype`)."""
     device_type = next(model.parameters()).device.type
+    dtype = effective_dtype(amp, device_type)
     return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
@@ -245,11 +245,13 @@ def run_large_inference(*, image: np.ndarray, min_size: int, max_size: int, roun
     steps = {("detectres", m): inference_step(ours, lambda: ours.inference([ours_in]), m == "bf16" and "bf16")
              for m in modes}
     steps[("torchvision", "fp32")] = inference_step(theirs, lambda: theirs([theirs_in[0]]), False)
-    log(f"R101-C4 input {tuple(ours_in['image'].shape[1:])}, {proposals} test proposals; "
-        f"precisions compared: {', '.join(modes)}")
+    counts = (count_proposals(ours, steps[("detectres", "fp32")]), count_proposals(theirs, steps[("torchvision", "fp32")]))
+    log(f"R101-C4 input {tuple(ours_in['image'].shape[1:])}; test proposals per image: detectres {counts[0]}, "
+        f"torchvision {counts[1]}; precisions compared: {', '.join(modes)}")
     med = interleaved_medians(steps, rounds=rounds, warmup=warmup, device=device, log=log)
     reference = med[("torchvision", "fp32")]
-    out = {"torchvision_fp32": reference, "input": list(ours_in["image"].shape[1:])}
+    out = {"torchvision_fp32": reference, "input": list(ours_in["image"].shape[1:]), "proposals": list(counts),
+           "torchvision_input": list(theirs.transform(theirs_in[0:1])[0].tensors.shape[-2:])}
     for m in modes:
         out[f"detectres_{m}"] = med[("detectres", m)]
         out[f"ratio_{m}"] = med[("detectres", m)] / reference

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from detectres.apps.benchmark import annotated_image, init_weights, sample_inputs, synchronize
 from detectres.engine.trainer import Trainer
 from detectres.modeling.build import build_model
+from detectres.utils.amp import precision_name
 from detectres.utils.env import resolve_device
 
 MODES = {"fp32": False, "bf16": "bf16", "fp16": "fp16"}
@@ -66,7 +67,9 @@ def main(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict:
                          warmup=cfg.warmup, device=device)
         figures[mode] = f
         memory = f"{f['peak_memory_gib']:.2f} GiB" if f["peak_memory_gib"] is not None else "n/a (CPU)"
-        print(f"{mode:<5} {f['seconds_per_iter']:.4f} s/iter  peak memory {memory}  loss {f['total_loss']:.3f}")
+        ran = precision_name(MODES[mode], device.split(":")[0])
+        label = mode if ran == mode else f"{mode} (ran {ran}: not native here)"
+        print(f"{label:<5} {f['seconds_per_iter']:.4f} s/iter  peak memory {memory}  loss {f['total_loss']:.3f}")
     if cfg.runtime.output_dir:
         os.makedirs(cfg.runtime.output_dir, exist_ok=True)
         with open(os.path.join(cfg.runtime.output_dir, "train_benchmark.json"), "w") as out:

@@ -79,7 +79,7 @@ def per_image_detections(logits: Tensor, deltas: Tensor, boxes: Tensor, image_in
                          nms_thresh: float, max_detections: int) -> list[dict[str, Tensor]]:
     """The detections of several images at once: R scored boxes of all images with (R,) ``image_index``
     -> per image what :func:`merge_detections` gives (no voting). One threshold, one ``batched_nms``
-    keyed by image and class, one host sync to split the result."""
+    keyed by image and class; the few host syncs (selection, split) are per batch, not per image."""
     sizes = torch.tensor(image_sizes, device=boxes.device, dtype=torch.float32)[image_index]
     scores, class_boxes = class_scores_and_boxes(logits, deltas, boxes, sizes, box_coder)
     flat_boxes, flat_scores, classes = flatten_class_matrix(scores, class_boxes)

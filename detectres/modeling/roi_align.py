@@ -7,7 +7,7 @@ a channels-last map. :func:`roi_align_gather` builds those pixel indices and wei
 ops (the sample points, grid sizes and border rules of torchvision's kernel) and sums the rows with
 ``embedding_bag``, which is vectorised over channels and multi-threaded. It can also return only
 every ``stride``-th bin (what a strided 1x1 convolution after the pooler reads), at a fraction of the
-cost. tests/test_roi_align.py checks it against ``torchvision.ops.roi_align``.
+cost. tests/test_fast_paths.py checks it against ``torchvision.ops.roi_align``.
 
 Shapes: N images, C channels, H x W feature map, R RoIs, S output size, B = ceil(S / stride) bins per
 side, K pixels a bin can touch along one axis.
@@ -35,11 +35,14 @@ def axis_taps(start: Tensor, length: Tensor, grid: Tensor, *, size: int, extent:
     low = torch.where(at_end, torch.full_like(low, extent - 1), low)
     high = torch.where(at_end, low, low + 1)
     frac = torch.where(at_end, torch.zeros_like(y), y - low.to(y.dtype))
-    first = low[..., :1]  # samples ascend within a bin: the lowest pixel it touches
-    k = int((high - first).max()) + 1
+    # each bin's window starts at the lowest pixel its valid samples touch (an inverted box's samples
+    # descend; the unused sample slots of RoIs with a smaller grid do not count)
+    first = torch.where(valid, low, torch.full_like(low, extent)).amin(dim=-1, keepdim=True).clamp(max=extent - 1)
+    low, high = torch.where(valid, low - first, 0), torch.where(valid, high - first, 0)
+    k = int(high.max()) + 1
     weights = torch.zeros((*low.shape[:2], k), device=y.device, dtype=y.dtype)
-    weights.scatter_add_(2, low - first, (1 - frac) * valid)
-    weights.scatter_add_(2, high - first, frac * valid)
+    weights.scatter_add_(2, low, (1 - frac) * valid)
+    weights.scatter_add_(2, high, frac * valid)
     index = (first + torch.arange(k, device=y.device)).clamp(max=extent - 1)
     return index, weights
 

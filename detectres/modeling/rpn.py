@@ -131,7 +131,8 @@ class RPN(nn.Module):
     def select_proposals(self, anchors: Tensor, logits: Tensor, deltas: Tensor, image_sizes: list[tuple[int, int]],
                          topk: tuple[int, int]) -> tuple[list[Tensor], list[Tensor]]:
         """Per image: top-k by logit -> decode -> clip -> drop non-finite and empty -> NMS -> top-k (sorted
-        by logit); all images at once (one ``batched_nms`` keyed by image, one host sync to split)."""
+        by logit); all images at once (one ``batched_nms`` keyed by image; the few host syncs are per batch,
+        not per image)."""
         n, pre_k, post_k = logits.shape[0], min(topk[0], logits.shape[1]), topk[1]
         scores, index = logits.topk(pre_k, dim=1)
         chosen = deltas.gather(1, index[..., None].expand(-1, -1, 4))

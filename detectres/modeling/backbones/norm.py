@@ -94,45 +94,71 @@ class ConvNorm(nn.Conv2d):
         """``relu?(self(x) + residual?)``: on a CPU at inference, one oneDNN convolution with the addition
         and the ReLU fused into it (no extra passes over the activations, same numbers); elsewhere the
         plain ops."""
-        if fused_conv_available(x) and isinstance(self.norm, FrozenBatchNorm2d) and not (
-                torch.is_grad_enabled() and (self.weight.requires_grad or x.requires_grad)):
+        needs_grad = torch.is_grad_enabled() and (self.weight.requires_grad or x.requires_grad or (
+            residual is not None and residual.requires_grad))
+        if isinstance(self.norm, FrozenBatchNorm2d) and not needs_grad and fused_conv_available(x):
             weight, bias = self.folded_weight(x.device.type)
-            args = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
-            if residual is None:
-                return torch.ops.mkldnn._convolution_pointwise(x.to(weight.dtype), weight, bias, *args,
-                                                               "relu" if relu else "none", [], "")
-            return torch.ops.mkldnn._convolution_pointwise.binary(
-                x.to(weight.dtype), residual.to(weight.dtype), weight, bias, *args, "add", None,
-                "relu" if relu else None, [], "")
+            if fused_conv_runs(weight.dtype):
+                return self.fused(x, weight, bias, relu=relu, residual=residual)
         out = self(x)
         if residual is not None:
             out = out + residual
         return F.relu_(out) if relu else out
+
+    def fused(self, x: Tensor, weight: Tensor, bias: Tensor, *, relu: bool, residual: Tensor | None) -> Tensor:
+        args = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
+        if residual is None:
+            return torch.ops.mkldnn._convolution_pointwise(x.to(weight.dtype), weight, bias, *args,
+                                                           "relu" if relu else "none", [], "")
+        return torch.ops.mkldnn._convolution_pointwise.binary(
+            x.to(weight.dtype), residual.to(weight.dtype), weight, bias, *args, "add", None,
+            "relu" if relu else None, [], "")
 
     def fold(self) -> tuple[Tensor, Tensor]:
         scale, shift = self.norm.scale_shift()
         return self.weight * scale.view(-1, 1, 1, 1), shift
 
     def folded_weight(self, device_type: str) -> tuple[Tensor, Tensor]:
-        """(weight, bias) with the FrozenBN folded in: fresh when gradients must reach ``weight``, cached
-        otherwise (keyed by the tensors' versions and storage, and the autocast dtype)."""
-        if torch.is_grad_enabled() and self.weight.requires_grad:
-            return self.fold()
+        """(weight, bias) with the FrozenBN folded in: fresh when gradients must reach ``weight`` (or the
+        tensors are inference tensors, which keep no version), else cached per autocast dtype and keyed
+        by the five tensors' identity, storage and version (in-place updates and ``load_state_dict``
+        refresh it; an edit through ``.data`` bypasses versions, so ``_apply`` and state loading also
+        clear the cache)."""
         tensors = (self.weight, *(getattr(self.norm, k) for k in ("weight", "bias", "running_mean", "running_var")))
+        if (torch.is_grad_enabled() and self.weight.requires_grad) or any(t.is_inference() for t in tensors):
+            return self.fold()
         dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
-        key = (tuple((t._version, t.data_ptr()) for t in tensors), dtype)
-        if self._folded.get("key") != key:
+        key = tuple((id(t), t.data_ptr(), t._version) for t in tensors)
+        cached = self._folded.get(dtype)
+        if cached is None or cached[0] != key:
             with torch.inference_mode(False), torch.no_grad():
                 weight, bias = self.fold()
                 if dtype is not None:
                     weight, bias = weight.to(dtype), bias.to(dtype)
-            self._folded = {"key": key, "weight": weight, "bias": bias}
-        return self._folded["weight"], self._folded["bias"]
+            cached = self._folded[dtype] = (key, weight, bias)
+        return cached[1], cached[2]
+
+    def _apply(self, fn, *args, **kwargs):
+        self._folded = {}
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._folded = {}
+        super()._load_from_state_dict(*args, **kwargs)
 
 
 def fused_conv_available(x: Tensor) -> bool:
     """oneDNN's fused convolution (what torch.compile emits on CPUs) exists in this build, for ``x``'s device."""
     return x.device.type == "cpu" and FUSED_CONV
+
+
+def fused_conv_runs(dtype: torch.dtype) -> bool:
+    """Whether oneDNN's fused convolution runs ``dtype`` on this CPU: fp32 always; bf16 and fp16 only with
+    the matching instructions (it has no slow fallback, where a plain convolution would merely be slow)."""
+    if dtype == torch.float32:
+        return True
+    check = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}.get(dtype)
+    return check is not None and hasattr(torch.ops.mkldnn, check) and bool(getattr(torch.ops.mkldnn, check)())
 
 
 FUSED_CONV = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")

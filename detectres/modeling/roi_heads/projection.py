@@ -6,7 +6,8 @@ features (each output is a weighted sum of pixels, weights independent of the va
 run once over the res4 map instead of once per RoI on its 14 x 14 (or strided 7 x 7) grid. At 800 px
 with 300 proposals that removes most of the first block's work (R101-C4, torchvision form: 62 of 390
 GMAC). The rest of the block (ReLU, 3x3, 1x1, addition, ReLU) runs per RoI as before; the numbers are
-the same up to fp32 rounding (tests/test_roi_align.py).
+the same up to fp32 rounding (tests/test_fast_paths.py); under bf16 autocast the map's projection,
+the pooled values and the bias are each rounded to bf16.
 
 Used only where it is exact and cheaper: a standard bottleneck with FrozenBN, RoIAlign, no gradient,
 on a CPU (where the strided pooling is the gather form), and more RoI pixels than map pixels.

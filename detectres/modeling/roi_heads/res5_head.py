@@ -168,8 +168,9 @@ class Res5ROIHeads(nn.Module):
                   ) -> list[dict[str, Tensor]]:
         """Per-image detections in input pixels (see :meth:`detections`), all images post-processed at once."""
         logits, deltas = self.forward_with_given_boxes(features, proposals, image_sizes)
-        counts = torch.tensor([p.shape[0] for p in proposals], device=logits.device)
-        image_index = torch.repeat_interleave(torch.arange(len(proposals), device=logits.device), counts)
+        counts = [p.shape[0] for p in proposals]
+        image_index = torch.repeat_interleave(torch.arange(len(proposals), device=logits.device),
+                                              torch.tensor(counts, device=logits.device), output_size=sum(counts))
         return per_image_detections(logits, deltas, torch.cat(proposals), image_index, image_sizes, self.box_coder,
                                     score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
                                     max_detections=self.detections_per_image)
