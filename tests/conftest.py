@@ -28,3 +28,17 @@ def tiny_shapes(tmp_path_factory):
 def shapes_overrides(tiny_shapes):
     return [f"data.root={tiny_shapes}", "data.generate.num_train=24", "data.generate.num_val=8",
             "data.generate.size=128", "data.generate.seed=1", "data.num_workers=0"]
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory, shapes_overrides):
+    """The output folder of a 2-iteration quickstart run on the tiny shapes set (trained once per session;
+    copy its files before changing them)."""
+    from detectres.apps.train import train
+    from detectres.config import compose_config
+
+    out = str(tmp_path_factory.mktemp("trained"))
+    train(compose_config("train", [*shapes_overrides, f"runtime.output_dir={out}", "solver.ims_per_batch=2",
+                                   "solver.max_iter=2", "solver.lr_scheduler.warmup_iters=1",
+                                   "solver.lr_scheduler.steps=[1]", "vis_images=0", "runtime.num_threads=1"]))
+    return out

@@ -15,7 +15,6 @@ from detectres import Detector
 from detectres.apps.demo.app import run_demo
 from detectres.apps.evaluate import evaluate
 from detectres.apps.predict import predict
-from detectres.apps.train import train
 from detectres.config import compose_config
 from detectres.modeling.backbones.resnet import ResNetTrunk
 from detectres.utils.file_io import atomic_torch_save, load_checkpoint
@@ -24,15 +23,11 @@ from detectron2_weights import FIXTURE, write_model_zoo_pkl
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, shapes_overrides):
-    """A tiny model trained with ``runtime.amp=bf16`` recorded in its checkpoint."""
-    out = str(tmp_path_factory.mktemp("amp_trained"))
-    train(compose_config("train", [*shapes_overrides, f"runtime.output_dir={out}", "solver.ims_per_batch=2",
-                                   "solver.max_iter=1", "solver.lr_scheduler.warmup_iters=1",
-                                   "solver.lr_scheduler.steps=[1]", "vis_images=0", "runtime.num_threads=1"]))
-    path = os.path.join(out, "model_final.pth")
-    state = load_checkpoint(path)
-    state["config"]["runtime"]["amp"] = "bf16"  # as if it had been trained with amp
+def checkpoint(tmp_path_factory, tiny_trained):
+    """A tiny trained model whose checkpoint records ``runtime.amp=bf16``, as if trained with amp."""
+    state = load_checkpoint(os.path.join(tiny_trained, "model_final.pth"))
+    state["config"]["runtime"]["amp"] = "bf16"
+    path = str(tmp_path_factory.mktemp("amp_trained") / "model_final.pth")
     atomic_torch_save(state, path)
     return path
 

@@ -6,7 +6,6 @@ import sys
 
 import pytest
 
-from detectres.apps.train import train
 from detectres.config import PROJECT_ROOT, compose_config
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -18,12 +17,8 @@ def run_tool(script, *args):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, shapes_overrides):
-    out = str(tmp_path_factory.mktemp("trained"))
-    train(compose_config("train", [*shapes_overrides, f"runtime.output_dir={out}", "solver.ims_per_batch=2",
-                                   "solver.max_iter=2", "solver.lr_scheduler.warmup_iters=1",
-                                   "solver.lr_scheduler.steps=[1]", "vis_images=0", "runtime.num_threads=1"]))
-    return out
+def trained(tiny_trained):
+    return tiny_trained
 
 
 def test_test_net_rebuilds_from_checkpoint_alone(trained, tmp_path):
