@@ -131,8 +131,8 @@ def sample_inputs(image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, min
     return ours, theirs
 
 
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
+def synchronize(device: str | torch.device) -> None:
+    if str(device).startswith("cuda"):
         torch.cuda.synchronize(device)
 
 

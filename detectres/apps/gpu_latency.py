@@ -9,6 +9,7 @@ kernels once for the fixed input size (``cudnn.benchmark``), as the demo does.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import time
@@ -16,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from detectres.apps.benchmark import init_weights
+from detectres.apps.benchmark import init_weights, synchronize
 from detectres.config import PROJECT_ROOT, compose_config
 from detectres.data.image_io import read_image_file
 from detectres.modeling.build import build_model
@@ -39,11 +40,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
     return p.parse_args(argv)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure_latency(model: torch.nn.Module, item: dict, amp: str | bool, iters: int, warmup: int) -> list[float]:
@@ -75,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     item = {"image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(device)}
     times = sorted(measure_latency(model, item, False if a.amp == "fp32" else a.amp, a.iters, a.warmup))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    figures = {"median_ms": 1000 * statistics.median(times), "p90_ms": 1000 * times[int(0.9 * (len(times) - 1))],
+    figures = {"median_ms": 1000 * statistics.median(times), "p90_ms": 1000 * times[math.ceil(0.9 * len(times)) - 1],
                "min_ms": 1000 * times[0]}
     print(f"{name}; torch {torch.__version__}; {a.model}, input {tuple(item['image'].shape[1:])}, "
           f"{a.proposals} proposals, {a.amp}; {a.iters} timed calls after {a.warmup}")
