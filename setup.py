@@ -14,6 +14,7 @@ setup(
         "numpy>=1.24",
         "pillow>=9",
         "pycocotools>=2.0.7",
+        "faster-coco-eval>=1.6",
         "opencv-python-headless>=4.8",
         "albumentations>=2.0,<3",
         "hydra-core>=1.3,<1.4",

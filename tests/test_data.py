@@ -110,3 +110,28 @@ def test_multi_worker_loader(tiny_shapes):
     batches = [next(it) for _ in range(3)]
     assert all(len(b) == 4 for b in batches)
     assert all(min(x["image"].shape[1:]) in (96, 112) for b in batches for x in b)
+
+
+def test_training_drops_images_without_a_usable_box_unless_told_to_keep_them(tmp_path, caplog):
+    """Detectron2's FILTER_EMPTY_ANNOTATIONS: images with no box, or only crowd boxes, leave training."""
+    import logging
+
+    from detectres.config import compose_config
+    from detectres.data.build import build_dataset
+
+    images = [{"id": i, "file_name": f"{i}.png", "height": 40, "width": 50} for i in (1, 2, 3, 4)]
+    cats = [{"id": 1, "name": "dog"}]
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 20], "iscrowd": 0, "area": 200},
+            {"id": 2, "image_id": 2, "category_id": 1, "bbox": [5, 5, 10, 10], "iscrowd": 1, "area": 100},
+            {"id": 3, "image_id": 4, "category_id": 1, "bbox": [5, 5, 10, 10], "iscrowd": 1, "area": 100},
+            {"id": 4, "image_id": 4, "category_id": 1, "bbox": [20, 5, 10, 10], "iscrowd": 0, "area": 100}]
+    image_dir, ann_file = write_coco(tmp_path, images, anns, cats)
+    paths = [f"data.{s}.{k}={v}" for s in ("train", "val") for k, v in (("image_dir", image_dir), ("ann_file", ann_file))]
+    with caplog.at_level(logging.INFO, logger="detectres"):
+        train = build_dataset(compose_config("train", ["data=custom", *paths]), "train")
+    assert train.image_ids == [1, 4] and train.dropped_empty == 2  # 2: crowd only, 3: no box
+    assert "train split: dropped 2 image(s) without a usable box" in caplog.text
+    kept = build_dataset(compose_config("train", ["data=custom", *paths, "data.train.filter_empty=false"]), "train")
+    assert kept.image_ids == [1, 2, 3, 4] and kept.dropped_empty == 0
+    val = build_dataset(compose_config("train", ["data=custom", *paths]), "val")
+    assert val.image_ids == [1, 2, 3, 4]  # evaluation keeps every image

@@ -38,6 +38,9 @@ def build_dataset(cfg: DictConfig, split: str, resize: bool = True) -> Detection
     dataset.substitute_bad_images = split == "train"
     log = logger.warning if dataset.report.problems else logger.info
     log("data check, %s split (%d images): %s", split, len(dataset), dataset.report.summary())
+    if dataset.dropped_empty:
+        logger.info("%s split: dropped %d image(s) without a usable box (data.%s.filter_empty=false keeps them)",
+                    split, dataset.dropped_empty, split)
     return dataset
 
 

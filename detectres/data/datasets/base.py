@@ -57,11 +57,14 @@ class DetectionDataset(Dataset):
         checks: ``{"scan": exists|header|decode, <problem kind>: <policy>, ...}``.
         ignore_flag: an annotation key (e.g. "difficult") whose true value leaves the box out of
             training targets, like ``iscrowd``.
+        filter_empty: drop the images without a usable box (none, or only crowd / ``ignore_flag`` ones),
+            Detectron2's ``DATALOADER.FILTER_EMPTY_ANNOTATIONS`` (its training default); ``dropped_empty``
+            counts them.
     """
 
     def __init__(self, *, name: str, image_root: str, records: dict, transforms: A.Compose | None = None,
                  checks: Mapping[str, str] | None = None, ignore_flag: str | None = None,
-                 source_files: Sequence[str] = ()):
+                 source_files: Sequence[str] = (), filter_empty: bool = False):
         checks = dict(checks or {})
         self.source_files = [os.path.realpath(p) for p in source_files]
         requested_scan = checks.pop("scan", "exists")
@@ -75,6 +78,12 @@ class DetectionDataset(Dataset):
         records = clean_records(records, source=name, image_root=image_root, report=self.report)
         records = self._scan_files(records, scan_level(requested_scan, self.report.policies))
         self.report.raise_if_fatal()
+        self.dropped_empty = 0
+        if filter_empty and records["images"]:
+            records, self.dropped_empty = self.without_empty_images(records)
+            if not records["images"]:
+                raise DataCheckError(f"{name}: no image has a usable box, so filter_empty=true leaves nothing "
+                                     f"to train on (filter_empty=false keeps images without boxes)")
         if not records["images"]:
             raise DataCheckError(f"{name}: no usable images\n{self.report.summary()}")
         self.coco = coco_index(records)
@@ -112,6 +121,16 @@ class DetectionDataset(Dataset):
                     skip.add(image["id"])
         rescale_to_file_sizes(records, file_sizes)
         return drop_images(records, skip)
+
+    def without_empty_images(self, records: dict) -> tuple[dict, int]:
+        """``records`` without the images that have no training box, and how many those were."""
+        usable = {a["image_id"] for a in records["annotations"] if not self.ignored(a)}
+        empty = {img["id"] for img in records["images"]} - usable
+        return drop_images(records, empty), len(empty)
+
+    def ignored(self, ann: dict) -> bool:
+        """Whether an annotation is left out of the training targets (crowd, or ``ignore_flag`` set)."""
+        return bool(ann.get("iscrowd", 0) or (self.ignore_flag and ann.get(self.ignore_flag, 0)))
 
     def _where(self, image: dict) -> str:
         return f"{self.image_path_of(image)} (image id {image['id']})"
@@ -152,7 +171,7 @@ class DetectionDataset(Dataset):
         """(G, 4) XYXY training boxes and (G,) labels: crowd (and ``ignore_flag``) boxes left out."""
         boxes, labels = [], []
         for ann in self.coco.imgToAnns.get(image_id, []):
-            if ann.get("iscrowd", 0) or (self.ignore_flag and ann.get(self.ignore_flag, 0)):
+            if self.ignored(ann):
                 continue
             boxes.append(xywh_to_xyxy(ann["bbox"]))
             labels.append(self.category_id_to_label[ann["category_id"]])

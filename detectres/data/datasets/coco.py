@@ -33,10 +33,10 @@ class COCODataset(DetectionDataset):
     """A COCO-format dataset: ``image_dir`` holds the files named in ``ann_file``."""
 
     def __init__(self, *, image_dir: str, ann_file: str, transforms: A.Compose | None = None,
-                 checks: Mapping[str, str] | None = None):
+                 checks: Mapping[str, str] | None = None, filter_empty: bool = False):
         if not os.path.isdir(image_dir):
             raise FileNotFoundError(f"image directory not found: {image_dir}")
         self.image_dir = image_dir
         self.ann_file = ann_file
         super().__init__(name=ann_file, image_root=image_dir, records=read_coco_json(ann_file),
-                         transforms=transforms, checks=checks, source_files=[ann_file])
+                         transforms=transforms, checks=checks, source_files=[ann_file], filter_empty=filter_empty)

@@ -129,7 +129,7 @@ class VOCDataset(DetectionDataset):
     def __init__(self, *, root: str, image_sets: Annotated[list[str], NonEmpty()],
                  class_names: Annotated[list[str], NonEmpty()] = VOC_CLASSES,
                  keep_difficult: bool = False, transforms: A.Compose | None = None,
-                 checks: Mapping[str, str] | None = None):
+                 checks: Mapping[str, str] | None = None, filter_empty: bool = False):
         if not os.path.isdir(root):
             raise FileNotFoundError(f"VOC root not found: {root} (the folder holding VOC2007/ and VOC2012/)")
         self.root = root
@@ -137,4 +137,4 @@ class VOCDataset(DetectionDataset):
         super().__init__(name=f"{root} [{' + '.join(self.image_sets)}]", image_root=root,
                          records=voc_records(root, self.image_sets, list(class_names)), transforms=transforms,
                          checks=checks, ignore_flag=None if keep_difficult else "difficult",
-                         source_files=[image_set_file(root, s) for s in self.image_sets])
+                         source_files=[image_set_file(root, s) for s in self.image_sets], filter_empty=filter_empty)
