@@ -1,4 +1,27 @@
+"""detectres: ``pip install .`` (a wheel carries the configs and the sample data inside the package, so
+every tool runs from any folder), ``pip install -e .`` (a checkout: configs/ and tests/data/ are read in
+place). Console commands: see ``detectres/apps/commands.py``."""
+import shutil
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).resolve().parent
+# project folder -> where it goes inside the built package
+PACKAGE_DATA_DIRS = {"configs": "configs", "tests/data/coco8": "samples/coco8", "tests/data/images": "samples/images"}
+COMMANDS = ["train", "test", "predict", "demo", "check-data", "ablation", "benchmark", "train-benchmark", "convert",
+            "gpu-latency", "scoring-benchmark"]
+
+
+class BuildWithData(build_py):
+    """Copies the configs and the sample data into the built package (wheels and regular installs)."""
+
+    def run(self):
+        super().run()
+        for source, target in PACKAGE_DATA_DIRS.items():
+            shutil.copytree(ROOT / source, Path(self.build_lib) / "detectres" / target, dirs_exist_ok=True)
+
 
 setup(
     name="detectres",
@@ -23,4 +46,7 @@ setup(
         "tensorboard>=2.12",
     ],
     extras_require={"dev": ["pytest>=7.4"]},
+    cmdclass={"build_py": BuildWithData},
+    entry_points={"console_scripts": [f"detectres-{c}=detectres.apps.commands:{c.replace('-', '_')}"
+                                      for c in COMMANDS]},
 )

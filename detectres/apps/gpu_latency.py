@@ -18,14 +18,14 @@ import numpy as np
 import torch
 
 from detectres.apps.benchmark import init_weights, synchronize
-from detectres.config import PROJECT_ROOT, compose_config
+from detectres.config import DATA_DIR, compose_config
 from detectres.data.image_io import read_image_file
 from detectres.modeling.build import build_model
 from detectres.utils.amp import autocast_context
 from detectres.utils.env import resolve_device
 from detectres.utils.resize import resize_shortest_edge
 
-DEFAULT_IMAGE = os.path.join(PROJECT_ROOT, "tests", "data", "coco8", "val", "000000000042.jpg")
+DEFAULT_IMAGE = os.path.join(DATA_DIR, "coco8", "val", "000000000042.jpg")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

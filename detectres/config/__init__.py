@@ -2,6 +2,7 @@
 from detectres.config.compose import (
     CONFIG_DIR,
     CONFIG_FORMAT,
+    DATA_DIR,
     PROJECT_ROOT,
     checkpoint_config,
     compose_config,
@@ -11,6 +12,6 @@ from detectres.config.compose import (
 from detectres.config.overrides import carry_overrides, override_key
 from detectres.config.safety import UnsafeConfigError, allow_targets, check_stored_config
 
-__all__ = ["CONFIG_DIR", "CONFIG_FORMAT", "PROJECT_ROOT", "UnsafeConfigError", "allow_targets", "carry_overrides",
+__all__ = ["CONFIG_DIR", "CONFIG_FORMAT", "DATA_DIR", "PROJECT_ROOT", "UnsafeConfigError", "allow_targets", "carry_overrides",
            "check_stored_config", "checkpoint_config", "compose_config", "instantiate_target", "override_key",
            "task_overrides"]

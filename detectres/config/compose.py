@@ -20,8 +20,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from detectres.config.safety import interpolation_problem
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = PROJECT_ROOT / "configs"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = PACKAGE_DIR.parent
+# An installed package (wheel, ``pip install .``) carries the configs and the sample data inside it; a
+# source checkout (and an editable install) reads them from the project's ``configs/`` and ``tests/data/``.
+CONFIG_DIR = next((d for d in (PACKAGE_DIR / "configs", PROJECT_ROOT / "configs") if d.is_dir()), PROJECT_ROOT / "configs")
+DATA_DIR = next((d for d in (PACKAGE_DIR / "samples", PROJECT_ROOT / "tests" / "data") if d.is_dir()),
+                PROJECT_ROOT / "tests" / "data")
 # Bumped when the stored form of a config changes; older checkpoints are upgraded on restore.
 CONFIG_FORMAT = 2
 
@@ -29,6 +34,8 @@ CONFIG_FORMAT = 2
 def _register_resolvers() -> None:
     if not OmegaConf.has_resolver("detectres_root"):
         OmegaConf.register_new_resolver("detectres_root", lambda: str(PROJECT_ROOT))
+    if not OmegaConf.has_resolver("detectres_data"):  # the bundled sample data (coco8, a street photo)
+        OmegaConf.register_new_resolver("detectres_data", lambda: str(DATA_DIR))
 
 
 _register_resolvers()

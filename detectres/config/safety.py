@@ -49,7 +49,7 @@ ALLOWED_TARGETS: set[str] = {
 }
 # Targets that write files: allowed only at the place the project's configs put them.
 PLACED_TARGETS = {"detectres.data.datasets.shapes.ensure_shapes_dataset": "data.generate"}
-ALLOWED_RESOLVERS = frozenset({"oc.env", "detectres_root"})
+ALLOWED_RESOLVERS = frozenset({"oc.env", "detectres_root", "detectres_data"})
 ENV_VARIABLES = re.compile(r"DETECTRES_\w+|HOME")  # what oc.env may read in a stored config
 
 

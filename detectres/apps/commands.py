@@ -1,0 +1,57 @@
+"""The console commands ``pip install`` puts on the PATH (``detectres-train``, ``detectres-test``, ...),
+each the same tool as ``python tools/<script>.py`` with the same Hydra overrides. The tools' modules
+are imported when a command runs, so starting one loads only what it needs."""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+# command -> (module in detectres.apps, function, Hydra config name or None for an argparse tool)
+COMMANDS = {
+    "detectres-train": ("train", "train", "train"),
+    "detectres-test": ("evaluate", "evaluate", "eval"),
+    "detectres-predict": ("predict", "predict", "predict"),
+    "detectres-demo": ("demo.app", "run_demo", "demo"),
+    "detectres-check-data": ("check_data", "check_data", "check_data"),
+    "detectres-ablation": ("ablation", "run_ablation", "ablation"),
+    "detectres-benchmark": ("benchmark", "main", "benchmark"),
+    "detectres-train-benchmark": ("train_benchmark", "main", "train_benchmark"),
+    "detectres-convert": ("convert", "main", None),
+    "detectres-gpu-latency": ("gpu_latency", "main", None),
+    "detectres-scoring-benchmark": ("scoring_benchmark", "main", None),
+}
+
+
+def run_command(name: str) -> None:
+    """Run the tool behind console command ``name`` on ``sys.argv``."""
+    module, function, config = COMMANDS[name]
+    if module == "demo.app":  # OpenCV's and FFmpeg's own log lines would bury the one-line errors
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    app = getattr(importlib.import_module(f"detectres.apps.{module}"), function)
+    if config is None:
+        sys.exit(app())
+    from detectres.apps.cli import run_tool
+
+    run_tool(config, app)
+
+
+def command(name: str):
+    def entry() -> None:
+        run_command(name)
+    entry.__name__ = name.replace("-", "_")
+    return entry
+
+
+train = command("detectres-train")
+test = command("detectres-test")
+predict = command("detectres-predict")
+demo = command("detectres-demo")
+check_data = command("detectres-check-data")
+ablation = command("detectres-ablation")
+benchmark = command("detectres-benchmark")
+train_benchmark = command("detectres-train-benchmark")
+convert = command("detectres-convert")
+gpu_latency = command("detectres-gpu-latency")
+scoring_benchmark = command("detectres-scoring-benchmark")
