@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent
 # project folder -> where it goes inside the built package
 PACKAGE_DATA_DIRS = {"configs": "configs", "tests/data/coco8": "samples/coco8", "tests/data/images": "samples/images"}
 COMMANDS = ["train", "test", "predict", "demo", "check-data", "ablation", "benchmark", "train-benchmark", "convert",
-            "gpu-latency", "scoring-benchmark"]
+            "gpu-latency", "scoring-benchmark", "plot"]
 
 
 class BuildWithData(build_py):
@@ -44,6 +44,7 @@ setup(
         "omegaconf>=2.3,<2.4",
         "tqdm>=4.60",
         "tensorboard>=2.12",
+        "matplotlib>=3.7",
     ],
     extras_require={"dev": ["pytest>=7.4"]},
     cmdclass={"build_py": BuildWithData},

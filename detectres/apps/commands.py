@@ -20,6 +20,7 @@ COMMANDS = {
     "detectres-convert": ("convert", "main", None),
     "detectres-gpu-latency": ("gpu_latency", "main", None),
     "detectres-scoring-benchmark": ("scoring_benchmark", "main", None),
+    "detectres-plot": ("plot", "main", None),
 }
 
 
@@ -55,3 +56,4 @@ train_benchmark = command("detectres-train-benchmark")
 convert = command("detectres-convert")
 gpu_latency = command("detectres-gpu-latency")
 scoring_benchmark = command("detectres-scoring-benchmark")
+plot = command("detectres-plot")

@@ -8,10 +8,12 @@ import os
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
+from torch.utils.tensorboard import SummaryWriter
 
 from detectres.data.build import build_dataset
 from detectres.data.loader import build_test_loader
 from detectres.evaluation.evaluator import build_evaluator, evaluate_detector
+from detectres.evaluation.plots import write_evaluation_plots
 from detectres.evaluation.report import draw_dataset_predictions, print_summary, write_eval_json
 from detectres.modeling.ensemble import EnsembleDetector
 from detectres.modeling.tta import TestTimeDetector
@@ -82,6 +84,9 @@ def evaluate_into(composed: DictConfig, cfg: DictConfig, weights, source: str, o
         return results
     write_eval_json(results, os.path.join(output_dir, "eval.json"))
     print_summary(results)
+    with SummaryWriter(output_dir) as tensorboard:
+        plots = write_evaluation_plots(output_dir, tensorboard=tensorboard)
+    print(f"plots: {', '.join(os.path.basename(p) for p in plots)}")
     print(f"{results['seconds_per_image']:.4f} s/image; wrote {os.path.join(output_dir, 'eval.json')} and the "
           f"detections beside it")
     if cfg.vis_images:

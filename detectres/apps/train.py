@@ -18,6 +18,7 @@ from detectres.engine.checkpoint import Checkpointer
 from detectres.engine.hooks import LRScheduler, PeriodicCheckpointer, PeriodicEval, ProgressLogger
 from detectres.engine.trainer import Trainer, wrap_distributed
 from detectres.evaluation.evaluator import build_evaluator, evaluate_detector
+from detectres.evaluation.plots import write_evaluation_plots
 from detectres.evaluation.report import draw_dataset_predictions, print_summary, write_eval_json
 from detectres.utils.amp import describe_cpu, grad_scaler, precision_name
 from detectres.utils.comm import init_distributed, shutdown_distributed
@@ -48,12 +49,13 @@ def evaluation_hook(cfg: DictConfig, model, val_set, rank: int, world: int, writ
     loader = build_test_loader(val_set, num_workers=cfg.data.num_workers, rank=rank, world_size=world,
                                device=model.device)
 
-    def run_eval() -> dict:
+    def run_eval(iteration: int) -> dict:
         results = evaluate_detector(model, loader, build_evaluator(cfg.data, val_set), os.path.join(out, "inference"),
                                     autocast=cfg.runtime.amp)
         if rank == 0:
             write_eval_json(results, os.path.join(out, "eval.json"))
             print_summary(results)
+            write_evaluation_plots(out, tensorboard=writer.tb, step=iteration)
         return results
 
     return PeriodicEval(run_eval, cfg.solver.eval_period, writer)

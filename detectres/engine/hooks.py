@@ -41,7 +41,7 @@ class PeriodicEval(HookBase):
     """Calls ``eval_fn(iteration) -> metrics`` every ``period`` iterations and after training;
     results go to ``writer``."""
 
-    def __init__(self, eval_fn: Callable[[], dict], period: int, writer: MetricsWriter):
+    def __init__(self, eval_fn: Callable[[int], dict], period: int, writer: MetricsWriter):
         self.eval_fn = eval_fn
         self.period = period
         self.writer = writer
@@ -49,7 +49,7 @@ class PeriodicEval(HookBase):
         self.last_results: dict | None = None
 
     def _run(self) -> None:
-        results = self.eval_fn()
+        results = self.eval_fn(self.trainer.iter)
         self.last_results = results
         self.last_eval_iter = self.trainer.iter
         flat = {f"bbox/{k}": v for k, v in results.items() if isinstance(v, float)}

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -68,6 +69,7 @@ class COCOEvaluator:
         print(summary)
         stats = {k: float(v * 100) if v >= 0 else float("nan") for k, v in zip(STAT_KEYS, coco_eval.stats)}
         stats["per_class"] = per_class_ap(coco_eval, self.dataset.class_names)
+        stats["curves"] = pr_curves(coco_eval, self.dataset.class_names)
         print(format_per_class_table(stats["per_class"]))
         return stats
 
@@ -105,6 +107,21 @@ def per_class_ap(coco_eval: COCOeval, class_names: list[str]) -> dict[str, float
         p = p[p > -1]
         out[name] = float(np.mean(p) * 100) if p.size else float("nan")
     return out
+
+
+def pr_curves(coco_eval, class_names: list[str]) -> dict:
+    """Precision at COCO's 101 recall points (area all, 100 detections) per class for IoU 0.5, 0.75 and
+    the mean over 0.5:0.95; null where a class has no ground truth."""
+    p = np.asarray(coco_eval.eval["precision"], dtype=float)[:, :, :, 0, -1]  # (IoU, recall, class)
+    p[p < 0] = np.nan
+    iou = np.asarray(coco_eval.params.iouThrs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: classes without ground truth
+        rows = {"0.5": p[np.isclose(iou, 0.5)][0], "0.75": p[np.isclose(iou, 0.75)][0], "0.5:0.95": np.nanmean(p, axis=0)}
+    precision = {k: [[None if np.isnan(x) else round(float(x), 5) for x in v[:, c]] for c in range(len(class_names))]
+                 for k, v in rows.items()}
+    return {"recall": [round(float(r), 4) for r in coco_eval.params.recThrs], "classes": list(class_names),
+            "precision": precision}
 
 
 def format_per_class_table(per_class: dict[str, float], columns: int = 3, title: str = "Per-category bbox AP") -> str:

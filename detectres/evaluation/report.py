@@ -13,13 +13,16 @@ from detectres.utils.visualizer import draw_detections
 
 
 def write_eval_json(results: dict, path: str) -> None:
-    """Numbers in percent; undefined ones (e.g. APl with no large objects) become null, not NaN."""
+    """Numbers in percent; undefined ones (e.g. APl with no large objects) become null, not NaN. The
+    precision-recall curves (COCO) go beside it, into ``pr_curves.json``."""
     def clean(v):
         if isinstance(v, dict):
             return {k: clean(x) for k, x in v.items()}
         return None if isinstance(v, float) and math.isnan(v) else v
 
-    atomic_write_text(json.dumps(clean(results), indent=2), path)
+    atomic_write_text(json.dumps(clean({k: v for k, v in results.items() if k != "curves"}), indent=2), path)
+    if results.get("curves"):
+        atomic_write_text(json.dumps(results["curves"]), os.path.join(os.path.dirname(path), "pr_curves.json"))
 
 
 def print_summary(results: dict) -> None:

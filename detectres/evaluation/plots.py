@@ -1,0 +1,120 @@
+"""Evaluation you can see: precision-recall curves, per-class AP and training curves as PNG files
+(matplotlib, headless), optionally also into TensorBoard.
+
+``write_evaluation_plots(folder)`` draws from what an evaluation left in ``folder``: ``eval.json``
+(per-class AP), ``pr_curves.json`` (COCO precision at the 101 recall points, written with it by
+``report.write_eval_json``) and,
+for a training run, ``metrics.jsonl``. So any finished output folder can be drawn again
+(``detectres-plot FOLDER`` / ``python tools/plot_results.py FOLDER``).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from detectres.utils.file_io import atomic_write_text  # noqa: E402
+
+IOU_SETTINGS = ("0.5", "0.75", "0.5:0.95")
+LOSS_KEYS = ("total_loss", "loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc")
+
+
+def read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+def class_mean(rows: list[list[float | None]]) -> np.ndarray:
+    a = np.array([[np.nan if x is None else x for x in row] for row in rows], dtype=float)
+    return np.nanmean(a, axis=0) if a.size and not np.isnan(a).all() else np.full(a.shape[-1], np.nan)
+
+
+def plot_pr_all(curves: dict, path: str):
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for iou in IOU_SETTINGS:
+        ax.plot(curves["recall"], class_mean(curves["precision"][iou]), label=f"IoU {iou}")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
+           title="Precision-recall, all classes (mean over classes)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save(fig, path)
+
+
+def plot_pr_extremes(curves: dict, per_class: dict, path: str, count: int = 3):
+    ranked = [n for n in sorted(per_class, key=lambda n: per_class[n]) if per_class[n] is not None]
+    chosen = list(dict.fromkeys(ranked[:count] + ranked[-count:]))
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for name in chosen:
+        row = curves["precision"]["0.5:0.95"][curves["classes"].index(name)]
+        ax.plot(curves["recall"], [np.nan if x is None else x for x in row],
+                label=f"{name} (AP {per_class[name]:.1f})", linestyle="-" if name in ranked[-count:] else "--")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
+           title="Precision-recall at IoU 0.5:0.95: best (solid) and worst (dashed) classes")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def plot_per_class_ap(per_class: dict, path: str):
+    items = sorted(((n, v) for n, v in per_class.items() if v is not None), key=lambda kv: kv[1])
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(items) + 1)))
+    ax.barh([n for n, _ in items], [v for _, v in items], color="tab:blue")
+    ax.set(xlabel="AP (IoU 0.5:0.95, %)", xlim=(0, 100), title="Per-class AP")
+    ax.grid(axis="x", alpha=0.3)
+    return save(fig, path)
+
+
+def plot_training(metrics_path: str, path: str):
+    records = [json.loads(line) for line in open(metrics_path) if line.strip()]
+    steps = [r for r in records if "total_loss" in r]
+    if not steps:
+        return None
+    fig, (loss_ax, lr_ax) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    it = [r["iteration"] for r in steps]
+    for key in LOSS_KEYS:
+        if key in steps[0]:
+            loss_ax.plot(it, [r.get(key, np.nan) for r in steps], label=key, linewidth=1)
+    loss_ax.set(ylabel="loss", yscale="log", title="Training losses and learning rate")
+    loss_ax.grid(alpha=0.3)
+    loss_ax.legend(fontsize=8)
+    lr_ax.plot(it, [r.get("lr", np.nan) for r in steps], color="tab:red")
+    lr_ax.set(xlabel="iteration", ylabel="learning rate")
+    lr_ax.grid(alpha=0.3)
+    return save(fig, path)
+
+
+def save(fig, path: str):
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return fig
+
+
+def write_evaluation_plots(folder: str, tensorboard=None, step: int = 0) -> list[str]:
+    """Draw what ``folder`` holds into PNGs beside it (and into ``tensorboard``, a SummaryWriter, at
+    ``step``): the paths written."""
+    figures = {}
+    per_class = read_json(os.path.join(folder, "eval.json")).get("per_class") or {}
+    curves_path = os.path.join(folder, "pr_curves.json")
+    if os.path.isfile(curves_path):
+        curves = read_json(curves_path)
+        figures["pr_curves"] = plot_pr_all(curves, os.path.join(folder, "pr_curves.png"))
+        figures["pr_curves_by_class"] = plot_pr_extremes(curves, per_class, os.path.join(folder, "pr_curves_by_class.png"))
+    if per_class:
+        figures["per_class_ap"] = plot_per_class_ap(per_class, os.path.join(folder, "per_class_ap.png"))
+    metrics = os.path.join(folder, "metrics.jsonl")
+    if os.path.isfile(metrics):
+        figures["training_curves"] = plot_training(metrics, os.path.join(folder, "training_curves.png"))
+    written = []
+    for name, fig in figures.items():
+        if fig is None:
+            continue
+        if tensorboard is not None:
+            tensorboard.add_figure(f"eval/{name}", fig, step)
+        plt.close(fig)
+        written.append(os.path.join(folder, f"{name}.png"))
+    return written
