@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent
 # project folder -> where it goes inside the built package
 PACKAGE_DATA_DIRS = {"configs": "configs", "tests/data/coco8": "samples/coco8", "tests/data/images": "samples/images"}
 COMMANDS = ["train", "test", "predict", "demo", "check-data", "ablation", "benchmark", "train-benchmark", "convert",
-            "gpu-latency", "scoring-benchmark", "plot"]
+            "gpu-latency", "scoring-benchmark", "plot", "export"]
 
 
 class BuildWithData(build_py):
@@ -46,7 +46,9 @@ setup(
         "tensorboard>=2.12",
         "matplotlib>=3.7",
     ],
-    extras_require={"dev": ["pytest>=7.4"]},
+    # onnx + onnxruntime: the export tests run the exported file (and users who deploy with ONNX need them)
+    extras_require={"dev": ["pytest>=7.4", "onnx>=1.15", "onnxruntime>=1.17"],
+                    "export": ["onnx>=1.15", "onnxruntime>=1.17"]},
     cmdclass={"build_py": BuildWithData},
     entry_points={"console_scripts": [f"detectres-{c}=detectres.apps.commands:{c.replace('-', '_')}"
                                       for c in COMMANDS]},

@@ -21,6 +21,7 @@ COMMANDS = {
     "detectres-gpu-latency": ("gpu_latency", "main", None),
     "detectres-scoring-benchmark": ("scoring_benchmark", "main", None),
     "detectres-plot": ("plot", "main", None),
+    "detectres-export": ("export", "main", None),
 }
 
 
@@ -57,3 +58,4 @@ convert = command("detectres-convert")
 gpu_latency = command("detectres-gpu-latency")
 scoring_benchmark = command("detectres-scoring-benchmark")
 plot = command("detectres-plot")
+export = command("detectres-export")

@@ -63,8 +63,10 @@ class RoIPooler(nn.Module):
 
     @staticmethod
     def gathers(features: Tensor) -> bool:
-        """Whether the gather form runs: on a CPU, when no gradient has to flow back to ``features``."""
-        return features.device.type == "cpu" and not (torch.is_grad_enabled() and features.requires_grad)
+        """Whether the gather form runs: on a CPU, when no gradient has to flow back to ``features`` and
+        the model is not being traced for export (torchvision's RoIAlign has an ONNX form)."""
+        return (features.device.type == "cpu" and not (torch.is_grad_enabled() and features.requires_grad)
+                and not torch.jit.is_tracing())
 
 
 def boxes_to_rois(boxes: list[Tensor], dtype: torch.dtype) -> Tensor:

@@ -148,8 +148,9 @@ class ConvNorm(nn.Conv2d):
 
 
 def fused_conv_available(x: Tensor) -> bool:
-    """oneDNN's fused convolution (what torch.compile emits on CPUs) exists in this build, for ``x``'s device."""
-    return x.device.type == "cpu" and FUSED_CONV
+    """oneDNN's fused convolution (what torch.compile emits on CPUs) exists in this build, for ``x``'s device
+    (not while tracing for export: the plain ops have TorchScript and ONNX forms everywhere)."""
+    return x.device.type == "cpu" and FUSED_CONV and not torch.jit.is_tracing()
 
 
 def fused_conv_runs(dtype: torch.dtype) -> bool:

@@ -1,0 +1,11 @@
+#!/usr/bin/env python
+"""Export a checkpoint's detector to TorchScript and ONNX (dynamic image size; see export.json).
+
+    python tools/export.py outputs/quickstart_shapes/model_final.pth exported/ [--formats torchscript,onnx]
+"""
+import sys
+
+from detectres.apps.export import main
+
+if __name__ == "__main__":
+    sys.exit(main())
