@@ -121,6 +121,9 @@ def test_voc_trains_and_evaluates_with_both_metrics(voc_root, tmp_path):
     area = evaluate(compose_config("eval", overrides), overrides)
     assert json.load(open(tmp_path / "e" / "eval.json"))["metric"] == "voc_area"
     assert 0.0 <= area["AP50"] <= 100.0
+    for name in ("pr_curves.png", "pr_curves_by_class.png", "per_class_ap.png", "pr_curves.json"):  # VOC plots too
+        assert os.path.getsize(tmp_path / "e" / name) > 1000, name
+    assert os.path.isfile(out / "training_curves.png")
 
 
 # A hand-made case: 3 non-difficult boxes (A, B in image 1; C in image 2) and one difficult (D).
@@ -247,3 +250,20 @@ def test_prediction_default_input_for_voc_is_its_jpeg_folder(voc_root):
     cfg = compose_config("train", ["data=voc07", f"data.root={voc_root}"])
     folder = validation_image_folder(cfg.data.val)
     assert folder == os.path.join(voc_root, "VOC2007", "JPEGImages") and len(os.listdir(folder)) == 4
+
+
+def test_voc_precision_recall_curves_for_the_plots():
+    """The VOC evaluator gives the plots COCO's layout: best precision at each of 101 recall points."""
+    import numpy as np
+
+    from detectres.evaluation.voc import RECALL_POINTS, curve_table, interpolated_precision
+
+    recall, precision = np.array([0.1, 0.2, 0.2, 0.5]), np.array([1.0, 0.5, 0.66, 0.4])
+    p = interpolated_precision(recall, precision)
+    assert p.shape == RECALL_POINTS.shape
+    assert p[[0, 10, 11, 20, 21, 50, 51, 100]].tolist() == [1.0, 1.0, 0.66, 0.66, 0.4, 0.4, 0.0, 0.0]
+    assert interpolated_precision(np.array([]), np.array([])).tolist() == [0.0] * 101
+    curves = np.full((10, 2, 101), np.nan)
+    curves[:, 0] = p
+    table = curve_table(curves, ["a", "b"])
+    assert table["precision"]["0.5"][0][:2] == [1.0, 1.0] and table["precision"]["0.5:0.95"][1][0] is None

@@ -46,7 +46,7 @@ def plot_pr_all(curves: dict, path: str):
 
 
 def plot_pr_extremes(curves: dict, per_class: dict, path: str, count: int = 3):
-    ranked = [n for n in sorted(per_class, key=lambda n: per_class[n]) if per_class[n] is not None]
+    ranked = sorted((n for n in per_class if per_class[n] is not None), key=lambda n: per_class[n])  # None: no boxes
     chosen = list(dict.fromkeys(ranked[:count] + ranked[-count:]))
     fig, ax = plt.subplots(figsize=(6, 5))
     for name in chosen:

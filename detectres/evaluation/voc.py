@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections import defaultdict
 from typing import Literal
 
@@ -53,6 +54,27 @@ def average_precision(recall: np.ndarray, precision: np.ndarray, metric: str) ->
     if metric == "area":
         return area_ap(recall, precision)
     raise ValueError(f"unknown VOC metric {metric!r}; choose one of {METRICS}")
+
+
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # COCO's, so VOC and COCO curves plot alike
+
+
+def interpolated_precision(recall: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """Best precision at each of :data:`RECALL_POINTS` or beyond (0 where recall never gets there)."""
+    if not len(recall):
+        return np.zeros(len(RECALL_POINTS))
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    index = np.searchsorted(recall, RECALL_POINTS, side="left")  # recall is non-decreasing
+    return np.where(index < len(recall), envelope[np.minimum(index, len(recall) - 1)], 0.0)
+
+
+def curve_table(curves: np.ndarray, names: list[str]) -> dict:
+    """(IoU, class, recall point) precision -> the ``pr_curves.json`` layout of the COCO evaluator."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # classes without ground truth
+        rows = {"0.5": curves[0], "0.75": curves[IOU_THRESHOLDS.index(0.75)], "0.5:0.95": np.nanmean(curves, axis=0)}
+    precision = {k: [[None if np.isnan(x) else round(float(x), 5) for x in row] for row in v] for k, v in rows.items()}
+    return {"recall": [round(float(r), 4) for r in RECALL_POINTS], "classes": list(names), "precision": precision}
 
 
 def pairwise_iou_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -162,6 +184,7 @@ class VOCEvaluator:
             self.write_devkit_results(os.path.join(output_dir, "voc_results"))
         names = self.dataset.class_names
         ap = np.full((len(IOU_THRESHOLDS), len(names)), np.nan)
+        curves = np.full((len(IOU_THRESHOLDS), len(names), len(RECALL_POINTS)), np.nan)
         for label, gt in enumerate(self.ground_truth()):
             dets = self.detections.get(label, [])
             ids = np.array([d[0] for d in dets], np.int64)
@@ -172,6 +195,7 @@ class VOCEvaluator:
                 recall, precision, num_pos = precision_recall_at(matched, gt, iou)
                 if num_pos:
                     ap[t, label] = average_precision(recall, precision, self.metric) * 100
+                    curves[t, label] = interpolated_precision(recall, precision)
         if np.isnan(ap[0]).all():
             logger.warning("no ground-truth boxes in the evaluated images: every AP is undefined")
         mean = [float(np.nanmean(row)) if not np.isnan(row).all() else float("nan") for row in ap]
@@ -179,7 +203,7 @@ class VOCEvaluator:
         print(format_per_class_table(per_class, title=f"Per-category VOC AP50 ({self.metric} metric)"))
         print(f"VOC mAP@0.5 ({self.metric}): {mean[0]:.2f} over {len(set(self.image_ids))} images")
         return {"AP": float(np.mean(mean)), "AP50": mean[0], "AP75": mean[IOU_THRESHOLDS.index(0.75)],
-                "per_class": per_class, "metric": f"voc_{self.metric}"}
+                "per_class": per_class, "metric": f"voc_{self.metric}", "curves": curve_table(curves, names)}
 
     def write_devkit_results(self, folder: str) -> None:
         """``comp4_det_test_<class>.txt`` files (image stem, score, 1-based box) for the official devkit."""
