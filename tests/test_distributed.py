@@ -101,7 +101,8 @@ def test_sigkill_then_resume_ends_with_the_weights_of_an_unbroken_run(small, tmp
     proc = subprocess.Popen([sys.executable, *common, f"runtime.output_dir={out}"], env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (out / "model_0000002.pth").exists() and proc.poll() is None and time.time() < deadline:
+    # last_checkpoint is written after the checkpoint file it names: wait for it, not for the file
+    while not (out / "last_checkpoint").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
