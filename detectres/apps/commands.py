@@ -42,20 +42,12 @@ def run_command(name: str) -> None:
 def command(name: str):
     def entry() -> None:
         run_command(name)
-    entry.__name__ = name.replace("-", "_")
+    entry.__name__ = name.removeprefix("detectres-").replace("-", "_")
     return entry
 
 
-train = command("detectres-train")
-test = command("detectres-test")
-predict = command("detectres-predict")
-demo = command("detectres-demo")
-check_data = command("detectres-check-data")
-ablation = command("detectres-ablation")
-benchmark = command("detectres-benchmark")
-train_benchmark = command("detectres-train-benchmark")
-convert = command("detectres-convert")
-gpu_latency = command("detectres-gpu-latency")
-scoring_benchmark = command("detectres-scoring-benchmark")
-plot = command("detectres-plot")
-export = command("detectres-export")
+# one module-level function per command, named as setup.py's entry points name them (detectres-check-data
+# -> check_data)
+for _name in COMMANDS:
+    _entry = command(_name)
+    globals()[_entry.__name__] = _entry
