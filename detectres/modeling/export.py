@@ -15,9 +15,8 @@ and every test-time procedure and ensemble (Python loops over scales, flips and 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, nms
+from torchvision.ops import nms
 
 from detectres.modeling.detector import FasterRCNN
 from detectres.modeling.rpn import flatten_rpn_outputs
@@ -75,17 +74,6 @@ class ExportableDetector(nn.Module):
 
     def detections(self, logits: Tensor, deltas: Tensor, proposals: Tensor, image_hw: Tensor
                    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Res5ROIHeads.inference's post-processing for one image."""
-        heads = self.model.roi_heads
-        probs = F.softmax(logits.float(), dim=1)[:, :-1]
-        k = probs.shape[1]
-        boxes = heads.box_coder.decode(deltas, proposals)
-        boxes = boxes.reshape(-1, 4)
-        finite = torch.isfinite(boxes).all(dim=1).reshape(-1, k).all(dim=1) & torch.isfinite(probs).all(dim=1)
-        probs = torch.where(finite[:, None], probs, torch.zeros_like(probs)).reshape(-1)
-        boxes = clip_boxes(boxes, image_hw[None].expand(boxes.shape[0], 2))
-        classes = torch.arange(k, device=probs.device).repeat(logits.shape[0])
-        keep = (probs > heads.score_thresh).nonzero().squeeze(1)
-        boxes, probs, classes = boxes[keep], probs[keep], classes[keep]
-        kept = batched_nms(boxes, probs, classes, heads.nms_thresh)[: heads.detections_per_image]
-        return boxes[kept], probs[kept], classes[kept]
+        """Res5ROIHeads.inference's post-processing for one image (its own ``detections``, no voting)."""
+        out = self.model.roi_heads.detections(logits, deltas, proposals, image_hw[None].expand(proposals.shape[0], 2))
+        return out["pred_boxes"], out["scores"], out["pred_classes"]

@@ -145,7 +145,7 @@ class Res5ROIHeads(nn.Module):
         return out_boxes, out_classes, out_gt
 
     # -- detections -------------------------------------------------------------------------------
-    def class_boxes(self, logits: Tensor, deltas: Tensor, boxes: Tensor, image_hw: tuple[int, int]
+    def class_boxes(self, logits: Tensor, deltas: Tensor, boxes: Tensor, image_hw: tuple[int, int] | Tensor
                     ) -> tuple[Tensor, Tensor]:
         """(R, K) class probabilities and (R, K, 4) class-specific boxes, clipped to ``image_hw``."""
         return class_scores_and_boxes(logits, deltas, boxes, image_hw, self.box_coder)
@@ -158,9 +158,10 @@ class Res5ROIHeads(nn.Module):
                                 nms_thresh=self.nms_thresh if nms_thresh is None else nms_thresh,
                                 vote_thresh=vote_thresh, max_detections=self.detections_per_image)
 
-    def detections(self, logits: Tensor, deltas: Tensor, boxes: Tensor, image_hw: tuple[int, int]) -> dict[str, Tensor]:
+    def detections(self, logits: Tensor, deltas: Tensor, boxes: Tensor, image_hw: tuple[int, int] | Tensor
+                   ) -> dict[str, Tensor]:
         """One image's detections from its scored boxes: ``pred_boxes`` (D, 4) in the pixels of
-        ``image_hw``, ``scores`` (D,), ``pred_classes`` (D,), best first."""
+        ``image_hw`` ((h, w), or each box's (R, 2) sizes), ``scores`` (D,), ``pred_classes`` (D,), best first."""
         return self.merge_detections(*flatten_class_matrix(*self.class_boxes(logits, deltas, boxes, image_hw)))
 
     @torch.no_grad()
