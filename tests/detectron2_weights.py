@@ -14,9 +14,10 @@ def make_weights_module():
     return module
 
 
-def detectron2_state(seed=0, schema=None):
+def detectron2_state(seed=0, schema=None, schema_file="schema_R50_C4.json"):
+    """The fixture weights: Detectron2 names in ``schema`` (or ``schema_file``'s) order, filled by make_weights.py."""
     mw = make_weights_module()
-    schema = schema or mw.load_schema(os.path.join(FIXTURE, "schema_R50_C4.json"))
+    schema = schema or mw.load_schema(os.path.join(FIXTURE, schema_file))
     return mw.make_state_dict(schema, seed, rpn_head_std=0.01, verbose=False)
 
 

@@ -89,8 +89,8 @@ def test_cell_anchors_size_major_unrounded():
 
 
 def test_anchor_count_and_placement():
-    gen = AnchorGenerator(sizes=[32, 64, 128, 256, 512], aspect_ratios=[0.5, 1.0, 2.0], stride=16)
-    anchors = gen((5, 7))
+    gen = AnchorGenerator(sizes=[32, 64, 128, 256, 512], aspect_ratios=[0.5, 1.0, 2.0], strides=[16])
+    [anchors] = gen([(5, 7)])
     assert anchors.shape == (5 * 7 * 15, 4)
     centres = (anchors[:, :2] + anchors[:, 2:]) / 2
     grid = centres.view(5, 7, 15, 2)

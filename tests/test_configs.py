@@ -27,10 +27,14 @@ def test_every_model_config_instantiates(model):
     cfg = compose_config("train", [f"model={model}"])
     net = build_model(cfg.model, num_classes=7)
     assert isinstance(net, FasterRCNN) and net.roi_heads.box_predictor.cls_score.out_features == 8
-    # the backbone's stride reaches the anchors and the pooler (nothing in YAML keeps them in step)
-    assert net.rpn.anchor_generator.stride == net.backbone.stride == 16
-    assert net.roi_heads.pooler.spatial_scale == 1.0 / 16
-    assert cfg.input.min_size_test == (192 if model == "quickstart" else 800)
+    # the backbone's strides reach the anchors and the poolers (nothing in YAML keeps them in step)
+    if "fpn" in model:
+        assert net.rpn.anchor_generator.strides == net.backbone.strides == [4, 8, 16, 32, 64]
+        assert [p.spatial_scale for p in net.roi_heads.pooler.levels] == [1 / 4, 1 / 8, 1 / 16, 1 / 32]
+    else:
+        assert net.rpn.anchor_generator.strides == [net.backbone.stride] == [16]
+        assert net.roi_heads.pooler.spatial_scale == 1.0 / 16
+    assert cfg.input.min_size_test == (192 if model.startswith("quickstart") else 800)
 
 
 def test_the_input_group_follows_the_model_and_the_command_line():
@@ -177,7 +181,7 @@ def test_a_format_1_checkpoint_config_upgrades_and_builds():
     del old["data"]["class_names"]
     new = upgrade_stored_config(old)
     net = build_model(OmegaConf.create(new["model"]), num_classes=3)
-    assert net.rpn.anchor_generator.stride == 16 and new["data"]["class_names"] is None
+    assert net.rpn.anchor_generator.strides == [16] and new["data"]["class_names"] is None
     assert "stride" in old["model"]["rpn"]["anchor_generator"]  # the stored dict itself is left as read
     assert inspect.signature(type(net.roi_heads.pooler)).parameters["spatial_scale"].default is inspect.Parameter.empty
 

@@ -109,7 +109,7 @@ def test_batched_post_processing_equals_a_loop_over_images_of_different_sizes():
     torch.manual_seed(0)
     model = build_model(compose_config("train", ["model=quickstart"]).model, num_classes=3).eval()
     sizes = [(100, 120), (80, 160), (60, 60)]
-    anchors = model.rpn.anchor_generator((10, 12))
+    [anchors] = model.rpn.anchor_generator([(10, 12)])
     logits, deltas = torch.randn(3, anchors.shape[0]), torch.randn(3, anchors.shape[0], 4) * 0.3
     boxes, scores = model.rpn.select_proposals(anchors, logits, deltas, sizes, (2000, 50))
     for i, hw in enumerate(sizes):

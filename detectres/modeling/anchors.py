@@ -1,7 +1,7 @@
-"""Anchor boxes for a single stride-``stride`` feature map (the C4 layout has one).
+"""Anchor boxes for one or more feature maps (the C4 layout has one, stride 16; FPN five, P2..P6).
 
 Order: cell anchors are size-major (for each size, for each aspect ratio), unrounded,
-centred on (0, 0); the full set is location-major: index = (y * W + x) * A + a, as Detectron2.
+centred on (0, 0); each level's set is location-major: index = (y * W + x) * A + a, as Detectron2.
 """
 from __future__ import annotations
 
@@ -27,33 +27,66 @@ def make_cell_anchors(sizes: list[float], aspect_ratios: list[float]) -> Tensor:
 
 
 class AnchorGenerator(nn.Module):
-    """Places ``len(sizes) * len(aspect_ratios)`` anchors at every feature-map cell, ``stride`` input
-    pixels apart (the RPN passes its backbone's stride)."""
+    """Places anchors at every cell of each feature map, ``strides[l]`` input pixels apart on level l
+    (the RPN passes its backbone's strides: one for C4, P2..P6 for FPN).
 
-    def __init__(self, *, sizes: Annotated[list[PositiveFloat], NonEmpty()],
-                 aspect_ratios: Annotated[list[PositiveFloat], NonEmpty()], stride: PositiveInt,
-                 offset: Fraction = 0.0):
+    ``sizes``: a flat list (every size on every level: the C4 layout) or one list per level (Detectron2's
+    ``[[32], [64], [128], [256], [512]]`` for FPN); a single inner list applies to all levels. Every level
+    has ``len(sizes) * len(aspect_ratios)`` anchors per cell, so one RPN head serves them all.
+    """
+
+    def __init__(self, *, sizes: Annotated[list[PositiveFloat], NonEmpty()] | Annotated[list[list[PositiveFloat]], NonEmpty()],
+                 aspect_ratios: Annotated[list[PositiveFloat], NonEmpty()],
+                 strides: Annotated[list[PositiveInt], NonEmpty()], offset: Fraction = 0.0):
         super().__init__()
-        self.stride = int(stride)
+        per_level = level_sizes(list(sizes), len(strides))
+        if len({len(s) for s in per_level}) != 1:
+            raise ValueError(f"anchor sizes {list(sizes)}: every level needs the same number of sizes (one RPN head)")
+        self.strides = [int(s) for s in strides]
         self.offset = float(offset)
-        self.register_buffer("cell_anchors", make_cell_anchors(list(sizes), list(aspect_ratios)), persistent=False)
-        self._cache: dict[tuple, Tensor] = {}
+        for level, level_sizes_ in enumerate(per_level):
+            self.register_buffer(f"cell_anchors_{level}", make_cell_anchors(level_sizes_, list(aspect_ratios)),
+                                 persistent=False)
+        self._cache: dict[tuple, list[Tensor]] = {}
+
+    @property
+    def cell_anchors(self) -> list[Tensor]:
+        """Per level, the (A, 4) anchors of one cell, centred at 0."""
+        return [getattr(self, f"cell_anchors_{level}") for level in range(len(self.strides))]
 
     @property
     def num_anchors(self) -> int:
-        return self.cell_anchors.shape[0]
+        """Anchors per cell (the same on every level)."""
+        return self.cell_anchors[0].shape[0]
 
-    def forward(self, feature_hw: tuple[int, int]) -> Tensor:
-        """(H * W * A, 4) anchors in input-image pixels for a feature map of size (H, W)."""
-        key = (int(feature_hw[0]), int(feature_hw[1]), self.cell_anchors.device)
+    def forward(self, feature_hws: list[tuple[int, int]]) -> list[Tensor]:
+        """Per level, (H * W * A, 4) anchors in input-image pixels for feature maps of sizes (H, W)."""
+        key = (tuple((int(h), int(w)) for h, w in feature_hws), self.cell_anchors[0].device)
         if key not in self._cache:
-            self._cache = {key: self._grid(*feature_hw)}
+            if len(feature_hws) != len(self.strides):
+                raise ValueError(f"{len(feature_hws)} feature maps for anchors on {len(self.strides)} strides")
+            self._cache = {key: [self._grid(cells, stride, h, w) for cells, stride, (h, w)
+                                 in zip(self.cell_anchors, self.strides, key[0])]}
         return self._cache[key]
 
-    def _grid(self, height: int, width: int) -> Tensor:
-        device = self.cell_anchors.device
-        xs = torch.arange(width, dtype=torch.float32, device=device) * self.stride + self.offset * self.stride
-        ys = torch.arange(height, dtype=torch.float32, device=device) * self.stride + self.offset * self.stride
+    def _grid(self, cell_anchors: Tensor, stride: int, height: int, width: int) -> Tensor:
+        device = cell_anchors.device
+        xs = torch.arange(width, dtype=torch.float32, device=device) * stride + self.offset * stride
+        ys = torch.arange(height, dtype=torch.float32, device=device) * stride + self.offset * stride
         yy, xx = torch.meshgrid(ys, xs, indexing="ij")
         shifts = torch.stack([xx, yy, xx, yy], dim=-1).reshape(-1, 1, 4)
-        return (shifts + self.cell_anchors.reshape(1, -1, 4)).reshape(-1, 4)
+        return (shifts + cell_anchors.reshape(1, -1, 4)).reshape(-1, 4)
+
+
+def level_sizes(sizes: list, num_levels: int) -> list[list[float]]:
+    """The anchor sizes of each level (see :class:`AnchorGenerator`)."""
+    if all(isinstance(s, (int, float)) for s in sizes):
+        if num_levels != 1:
+            raise ValueError(f"anchor sizes {sizes} are one flat list but there are {num_levels} feature levels; "
+                             f"give one list per level, e.g. {[[s] for s in sizes]}")
+        return [list(sizes)]
+    if len(sizes) == 1:
+        return [list(sizes[0])] * num_levels
+    if len(sizes) != num_levels:
+        raise ValueError(f"anchor sizes {sizes}: {len(sizes)} lists for {num_levels} feature levels")
+    return [list(s) for s in sizes]

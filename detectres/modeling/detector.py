@@ -1,4 +1,8 @@
-"""Faster R-CNN in the C4 layout: ResNet stem..res4 (shared) -> RPN -> res5 per RoI -> predictor.
+"""Faster R-CNN in two layouts, chosen by the backbone:
+
+- C4 (a :class:`ResNet`): stem..res4 shared -> RPN on res4 -> res5 per RoI -> predictor (the ResNet paper);
+- FPN (an :class:`FPN`): the whole ResNet + pyramid shared -> RPN on P2..P6 -> 7x7 RoIAlign from P2..P5
+  -> two fc layers -> predictor (Lin et al. 2017, Detectron2's R-FPN).
 
 Two entry points, one return type each:
 
@@ -17,20 +21,23 @@ import torch
 from torch import Tensor, nn
 
 from detectres.config.schema import Length, NonNegativeInt, PositiveFloat, PositiveInt
+from detectres.modeling.backbones.fpn import FPN
 from detectres.modeling.backbones.resnet import ResNet, ResNetTrunk
 from detectres.modeling.postprocessing import detector_postprocess
-from detectres.modeling.roi_heads.res5_head import Res5ROIHeads
+from detectres.modeling.roi_heads.base import ROIHeads
 from detectres.modeling.rpn import RPN
 from detectres.structures.image_list import ImageList
 
 
 class FasterRCNN(nn.Module):
-    """Assembles the detector; the heads size themselves from the backbone (channels and stride).
+    """Assembles the detector; the heads size themselves from the backbone (channels and strides).
 
     Args:
-        backbone: a full ResNet; its stem..res4 become ``backbone`` and its res5 the box head.
-        rpn: a callable (Hydra partial) taking ``in_channels`` and ``stride`` -> :class:`RPN`.
-        roi_heads: a callable taking ``res5``, ``out_channels``, ``num_classes``, ``stride`` -> :class:`Res5ROIHeads`.
+        backbone: a full ResNet (C4: its stem..res4 become ``backbone`` and its res5 the box head) or an
+            FPN (all of it is ``backbone``).
+        rpn: a callable (Hydra partial) taking ``in_channels`` and ``strides`` -> :class:`RPN`.
+        roi_heads: a callable taking ``num_classes`` and, for C4, ``res5``, ``out_channels``, ``stride``
+            -> :class:`Res5ROIHeads`; for FPN ``in_channels``, ``strides`` -> :class:`FPNROIHeads`.
         num_classes: K foreground classes.
         pixel_mean, pixel_std: per-channel normalisation in ``input_format`` channel order.
         input_format: "BGR" or "RGB", what the weights expect (inputs always arrive BGR).
@@ -41,23 +48,20 @@ class FasterRCNN(nn.Module):
     def __init__(
         self,
         *,
-        backbone: ResNet,
+        backbone: ResNet | FPN,
         rpn: Callable[..., RPN],
-        roi_heads: Callable[..., Res5ROIHeads],
+        roi_heads: Callable[..., ROIHeads],
         num_classes: PositiveInt,
         pixel_mean: Annotated[list[float], Length(3)],
         pixel_std: Annotated[list[PositiveFloat], Length(3)],
         input_format: Literal["BGR", "RGB"] = "BGR",
-        size_divisibility: NonNegativeInt = 0,
+        size_divisibility: NonNegativeInt = 0,  # pad inputs to a multiple (FPN: of its coarsest stride, 32)
         channels_last: bool = True,
     ):
         super().__init__()
         if input_format not in ("BGR", "RGB"):
             raise ValueError(f"input_format must be 'BGR' or 'RGB', got {input_format!r}")
-        self.backbone = ResNetTrunk(backbone, out_stage="res4")
-        self.rpn = rpn(in_channels=self.backbone.out_channels, stride=self.backbone.stride)
-        self.roi_heads = roi_heads(res5=backbone.res5, out_channels=backbone.out_channels["res5"],
-                                   num_classes=num_classes, stride=self.backbone.stride)
+        self.backbone, self.rpn, self.roi_heads = assemble(backbone, rpn, roi_heads, num_classes, size_divisibility)
         self.num_classes = num_classes
         self.input_format = input_format
         self.size_divisibility = size_divisibility
@@ -111,3 +115,20 @@ class FasterRCNN(nn.Module):
         proposals = self.rpn.inference(features, images.image_sizes)
         results = self.roi_heads.inference(features, proposals, images.image_sizes)
         return [detector_postprocess(r, x, hw) for r, x, hw in zip(results, batched_inputs, images.image_sizes)]
+
+
+def assemble(backbone: ResNet | FPN, rpn: Callable[..., RPN], roi_heads: Callable[..., ROIHeads],
+             num_classes: int, size_divisibility: int) -> tuple[nn.Module, RPN, ROIHeads]:
+    """The shared backbone, the RPN and the RoI heads of the layout ``backbone`` implies."""
+    if isinstance(backbone, FPN):
+        if size_divisibility % backbone.size_divisibility:
+            raise ValueError(f"model.size_divisibility={size_divisibility}: an FPN backbone needs inputs padded to a "
+                             f"multiple of {backbone.size_divisibility} (its coarsest stride); set it to "
+                             f"{backbone.size_divisibility}")
+        box_strides = backbone.strides[: len(backbone.in_stages)]
+        return (backbone, rpn(in_channels=backbone.out_channels, strides=backbone.strides),
+                roi_heads(in_channels=backbone.out_channels, strides=box_strides, num_classes=num_classes))
+    trunk = ResNetTrunk(backbone, out_stage="res4")
+    return (trunk, rpn(in_channels=trunk.out_channels, strides=[trunk.stride]),
+            roi_heads(res5=backbone.res5, out_channels=backbone.out_channels["res5"], num_classes=num_classes,
+                      stride=trunk.stride))

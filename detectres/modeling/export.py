@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import nms
+from torchvision.ops import batched_nms
 
 from detectres.modeling.detector import FasterRCNN
+from detectres.modeling.features import feature_levels
 from detectres.modeling.rpn import flatten_rpn_outputs
 from detectres.structures.boxes import clip_boxes
 
@@ -40,7 +41,7 @@ class ExportableDetector(nn.Module):
         if not isinstance(model, FasterRCNN):
             raise NotExportableError(f"only a plain FasterRCNN exports; got {type(model).__name__} (test-time "
                                      f"procedures and ensembles loop over scales, flips or models in Python)")
-        if model.roi_heads.context is not None:
+        if getattr(model.roi_heads, "context", None) is not None:
             raise NotExportableError("the global-context head (model.roi_heads.context) does not export: it pools "
                                      "one whole-image box per image; export a model without it")
         self.model = model.eval()
@@ -57,23 +58,28 @@ class ExportableDetector(nn.Module):
         logits, deltas = m.roi_heads.forward_with_given_boxes(features, [proposals], [(0, 0)])
         return self.detections(logits, deltas, proposals, image_hw)
 
-    def proposals(self, features: Tensor, image_hw: Tensor) -> Tensor:
-        """RPN.select_proposals for one image: top-k, decode, clip, drop empty, NMS, top-k."""
+    def proposals(self, features: Tensor | list[Tensor], image_hw: Tensor) -> Tensor:
+        """RPN.select_proposals for one image: top-k per level, decode, clip, drop empty, NMS per level, top-k."""
         rpn = self.model.rpn
-        logits, deltas = flatten_rpn_outputs(*rpn.head(features))
-        height, width = features.shape[-2:]
-        anchors = rpn.anchor_generator._grid(height, width)
-        scores, index = logits[0].topk(dynamic_k(logits[0], rpn.topk_test[0]))
-        boxes = rpn.box_coder.decode(deltas[0][index], anchors[index])
+        generator = rpn.anchor_generator
+        boxes, scores, levels = [], [], []
+        for level, x in enumerate(feature_levels(features)):
+            logits, deltas = flatten_rpn_outputs(*rpn.head(x))
+            anchors = generator._grid(generator.cell_anchors[level], generator.strides[level], *x.shape[-2:])
+            top, index = logits[0].topk(dynamic_k(logits[0], rpn.topk_test[0]))
+            boxes.append(rpn.box_coder.decode(deltas[0][index], anchors[index]))
+            scores.append(top)
+            levels.append(torch.full_like(index, level))
+        boxes, scores, levels = torch.cat(boxes), torch.cat(scores), torch.cat(levels)
         boxes = clip_boxes(boxes, image_hw[None].expand(boxes.shape[0], 2))
         wh = boxes[:, 2:] - boxes[:, :2]
         keep = ((wh[:, 0] > rpn.min_box_size) & (wh[:, 1] > rpn.min_box_size)
                 & torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores)).nonzero().squeeze(1)
-        boxes, scores = boxes[keep], scores[keep]
-        return boxes[nms(boxes, scores, rpn.nms_thresh)[: rpn.topk_test[1]]]
+        boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
+        return boxes[batched_nms(boxes, scores, levels, rpn.nms_thresh)[: rpn.topk_test[1]]]
 
     def detections(self, logits: Tensor, deltas: Tensor, proposals: Tensor, image_hw: Tensor
                    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Res5ROIHeads.inference's post-processing for one image (its own ``detections``, no voting)."""
+        """ROIHeads.inference's post-processing for one image (its own ``detections``, no voting)."""
         out = self.model.roi_heads.detections(logits, deltas, proposals, image_hw[None].expand(proposals.shape[0], 2))
         return out["pred_boxes"], out["scores"], out["pred_classes"]

@@ -1,4 +1,5 @@
-"""RoI feature extraction from one feature map: RoIAlign (aligned, as ROIAlignV2) or RoIPool."""
+"""RoI feature extraction: RoIAlign (aligned, as ROIAlignV2) or RoIPool from one feature map (C4), or
+from the pyramid level that suits each box (FPN)."""
 from __future__ import annotations
 
 from typing import Literal
@@ -46,7 +47,10 @@ class RoIPooler(nn.Module):
         """
         # Coordinates stay fp32 even under bf16/fp16 autocast: a half-precision 800 px coordinate
         # would snap to a 4 px grid.
-        rois = boxes_to_rois(boxes, torch.float32)
+        return self.pool_rois(features, boxes_to_rois(boxes, torch.float32), stride)
+
+    def pool_rois(self, features: Tensor, rois: Tensor, stride: int = 1) -> Tensor:
+        """:meth:`forward` for (R, 5) rows of (batch index, x1, y1, x2, y2) in fp32."""
         if rois.shape[0] == 0:
             side = len(range(0, self.output_size, stride))
             return features.new_zeros((0, features.shape[1], side, side))
@@ -75,3 +79,46 @@ def boxes_to_rois(boxes: list[Tensor], dtype: torch.dtype) -> Tensor:
         torch.cat([b.new_full((b.shape[0], 1), float(i)), b], dim=1) for i, b in enumerate(boxes)
     ]
     return torch.cat(rows, dim=0).to(dtype)
+
+
+def assign_pyramid_levels(boxes: Tensor, *, min_level: int, max_level: int, canonical_box_size: float,
+                          canonical_level: int) -> Tensor:
+    """(R, 4) boxes -> (R,) pyramid level index in 0..max_level-min_level (FPN paper eq. 1, Detectron2's
+    form): ``floor(canonical_level + log2(sqrt(area) / canonical_box_size + 1e-8))`` clamped to the levels."""
+    sizes = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).sqrt()
+    levels = torch.floor(canonical_level + torch.log2(sizes / canonical_box_size + 1e-8))
+    return levels.clamp(min=min_level, max=max_level).to(torch.int64) - min_level
+
+
+class MultiLevelRoIPooler(nn.Module):
+    """Pool each box from the pyramid level that suits its size (see :func:`assign_pyramid_levels`), with
+    one :class:`RoIPooler` per level (``spatial_scale`` = 1 / its stride). ``strides`` of the levels are
+    given by the RoI heads from the backbone; boxes of 224 x 224 input pixels go to stride 16 (P4).
+    """
+
+    def __init__(self, *, strides: list[int], output_size: PositiveInt = 7, kind: Literal["align", "pool"] = "align",
+                 sampling_ratio: NonNegativeInt = 0, aligned: bool = True, canonical_box_size: PositiveFloat = 224.0,
+                 canonical_level: PositiveInt = 4):
+        super().__init__()
+        levels = [int(s).bit_length() - 1 for s in strides]
+        if any(2 ** lv != s for lv, s in zip(levels, strides)) or levels != list(range(levels[0], levels[0] + len(levels))):
+            raise ValueError(f"pyramid strides must be consecutive powers of two, got {list(strides)}")
+        self.levels = nn.ModuleList(RoIPooler(output_size=output_size, spatial_scale=1.0 / s, kind=kind,
+                                              sampling_ratio=sampling_ratio, aligned=aligned) for s in strides)
+        self.level_range = (levels[0], levels[-1])
+        self.canonical = (float(canonical_box_size), int(canonical_level))
+        self.output_size = int(output_size)
+
+    def forward(self, features: list[Tensor], boxes: list[Tensor]) -> Tensor:
+        """features: one (N, C, H_l, W_l) map per level; boxes: N tensors (R_i, 4) -> (sum R_i, C, S, S)."""
+        rois = boxes_to_rois(boxes, torch.float32)
+        if len(self.levels) == 1:
+            return self.levels[0].pool_rois(features[0], rois)
+        level = assign_pyramid_levels(rois[:, 1:], min_level=self.level_range[0], max_level=self.level_range[1],
+                                      canonical_box_size=self.canonical[0], canonical_level=self.canonical[1])
+        n, c = rois.shape[0], features[0].shape[1]
+        out = features[0].new_zeros((n, c, self.output_size, self.output_size))
+        for index, (pooler, x) in enumerate(zip(self.levels, features)):
+            rows = (level == index).nonzero().squeeze(1)
+            out[rows] = pooler.pool_rois(x, rois[rows]).to(out.dtype)
+        return out

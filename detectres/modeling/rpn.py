@@ -1,8 +1,10 @@
-"""Region Proposal Network: head, proposal generation and the anchors' labels (one feature map, C4 layout).
+"""Region Proposal Network: head, proposal generation and the anchors' labels, on one feature map (C4)
+or several (FPN's P2..P6, one head shared by all levels, as Detectron2).
 
 ``forward`` is the training computation (proposals and the RPN losses); ``inference`` returns
-proposals only. Shapes: N images, A anchors per location, H x W feature map, P = H * W * A anchors
-per image, G ground-truth boxes in an image.
+proposals only. ``features`` is one (N, C, H, W) map or a list of them, one per level. Shapes: N images, A
+anchors per location, P = sum over levels of H_l * W_l * A anchors per image (levels concatenated in
+order), G ground-truth boxes in an image.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from torchvision.ops import batched_nms
 from detectres.config.schema import Fraction, NonNegativeFloat, PositiveInt
 from detectres.modeling.anchors import AnchorGenerator
 from detectres.modeling.box_coder import BoxCoder
+from detectres.modeling.features import feature_levels
 from detectres.modeling.losses import rpn_losses
 from detectres.modeling.matcher import Matcher
 from detectres.modeling.postprocessing import first_per_group
@@ -54,20 +57,20 @@ def flatten_rpn_outputs(logits: Tensor, deltas: Tensor) -> tuple[Tensor, Tensor]
 
 
 class RPN(nn.Module):
-    """Proposals from anchors placed every ``stride`` pixels (the backbone's output stride).
+    """Proposals from anchors placed every ``strides[l]`` pixels on feature level l.
 
     Args:
-        in_channels, stride: of the feature map (given by the detector from its backbone).
-        anchor_generator: a callable (Hydra partial) taking ``stride`` -> :class:`AnchorGenerator`.
-        pre_nms_topk_*, post_nms_topk_*: per image, for the training computation (``forward``) and
-            for ``inference``.
+        in_channels, strides: of the feature maps (given by the detector from its backbone).
+        anchor_generator: a callable (Hydra partial) taking ``strides`` -> :class:`AnchorGenerator`.
+        pre_nms_topk_*: per image and level; post_nms_topk_*: per image; for the training
+            computation (``forward``) and for ``inference``. NMS runs per image and level.
     """
 
     def __init__(
         self,
         *,
         in_channels: int,
-        stride: int,
+        strides: list[int],
         anchor_generator: Callable[..., AnchorGenerator],
         matcher: Matcher,
         box_coder: BoxCoder,
@@ -85,7 +88,7 @@ class RPN(nn.Module):
         head_channels: PositiveInt | None = None,
     ):
         super().__init__()
-        self.anchor_generator = anchor_generator(stride=stride)
+        self.anchor_generator = anchor_generator(strides=list(strides))
         self.head = RPNHead(in_channels=in_channels, num_anchors=self.anchor_generator.num_anchors,
                             conv_channels=head_channels)
         self.matcher = matcher
@@ -99,52 +102,56 @@ class RPN(nn.Module):
         self.loss_weights = {"loss_weight": loss_weight, "box_reg_loss_weight": box_reg_loss_weight,
                              "smooth_l1_beta": smooth_l1_beta}
 
-    def head_outputs(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(P, 4) anchors, (N, P) logits and (N, P, 4) deltas for (N, C, H, W) features."""
-        anchors = self.anchor_generator(features.shape[-2:])
-        return (anchors, *flatten_rpn_outputs(*self.head(features)))
+    def head_outputs(self, features: Tensor | list[Tensor]) -> tuple[Tensor, Tensor, Tensor, list[int]]:
+        """(P, 4) anchors, (N, P) logits and (N, P, 4) deltas over all levels, and each level's count."""
+        features = feature_levels(features)
+        anchors = self.anchor_generator([f.shape[-2:] for f in features])
+        logits, deltas = zip(*(flatten_rpn_outputs(*self.head(f)) for f in features))
+        return torch.cat(anchors), torch.cat(logits, dim=1), torch.cat(deltas, dim=1), [len(a) for a in anchors]
 
-    def forward(self, features: Tensor, image_sizes: list[tuple[int, int]], targets: list[dict]
+    def forward(self, features: Tensor | list[Tensor], image_sizes: list[tuple[int, int]], targets: list[dict]
                 ) -> tuple[list[Tensor], dict[str, Tensor]]:
         """Training: per-image proposals (R_i, 4) for the RoI heads (no gradient) and the losses
         ``loss_rpn_cls``, ``loss_rpn_loc`` on anchors sampled per ``targets``."""
-        anchors, logits, deltas = self.head_outputs(features)
+        anchors, logits, deltas, counts = self.head_outputs(features)
         labels, matched_gt = self.label_and_sample_anchors(anchors, targets)
         losses = rpn_losses(logits, deltas, labels, matched_gt, anchors, self.box_coder,
                             normalizer=self.batch_size_per_image * len(targets), **self.loss_weights)
         proposals, _ = self.select_proposals(anchors, logits.detach(), deltas.detach(), image_sizes,
-                                             self.topk_train)
+                                             self.topk_train, counts)
         return proposals, losses
 
     @torch.no_grad()
-    def proposals_with_logits(self, features: Tensor, image_sizes: list[tuple[int, int]]
+    def proposals_with_logits(self, features: Tensor | list[Tensor], image_sizes: list[tuple[int, int]]
                               ) -> tuple[list[Tensor], list[Tensor]]:
         """Per image: proposals (R_i, 4) and their objectness logits (R_i,), best first."""
-        anchors, logits, deltas = self.head_outputs(features)
-        return self.select_proposals(anchors, logits, deltas, image_sizes, self.topk_test)
+        anchors, logits, deltas, counts = self.head_outputs(features)
+        return self.select_proposals(anchors, logits, deltas, image_sizes, self.topk_test, counts)
 
-    def inference(self, features: Tensor, image_sizes: list[tuple[int, int]]) -> list[Tensor]:
+    def inference(self, features: Tensor | list[Tensor], image_sizes: list[tuple[int, int]]) -> list[Tensor]:
         """Per-image proposals (R_i, 4) in input pixels, best first."""
         return self.proposals_with_logits(features, image_sizes)[0]
 
     @torch.no_grad()
     def select_proposals(self, anchors: Tensor, logits: Tensor, deltas: Tensor, image_sizes: list[tuple[int, int]],
-                         topk: tuple[int, int]) -> tuple[list[Tensor], list[Tensor]]:
-        """Per image: top-k by logit -> decode -> clip -> drop non-finite and empty -> NMS -> top-k (sorted
-        by logit); all images at once (one ``batched_nms`` keyed by image; the few host syncs are per batch,
-        not per image)."""
-        n, pre_k, post_k = logits.shape[0], min(topk[0], logits.shape[1]), topk[1]
-        scores, index = logits.topk(pre_k, dim=1)
+                         topk: tuple[int, int], level_counts: list[int] | None = None
+                         ) -> tuple[list[Tensor], list[Tensor]]:
+        """Per image: top-k by logit on each level -> decode -> clip -> drop non-finite and empty -> NMS per
+        level -> top-k over all levels (sorted by logit); all images at once (one ``batched_nms`` keyed by
+        image and level; the few host syncs are per batch, not per image)."""
+        n, post_k, level_counts = logits.shape[0], topk[1], level_counts or [logits.shape[1]]
+        index, levels = top_anchors_per_level(logits, level_counts, topk[0])
+        scores = logits.gather(1, index).reshape(-1)
         chosen = deltas.gather(1, index[..., None].expand(-1, -1, 4))
         boxes = self.box_coder.decode(chosen.reshape(-1, 4), anchors[index.reshape(-1)])
-        scores = scores.reshape(-1)
-        images = torch.arange(n, device=logits.device).repeat_interleave(pre_k)
+        images = torch.arange(n, device=logits.device).repeat_interleave(index.shape[1])
         finite = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores)
         boxes = clip_boxes(boxes, torch.tensor(image_sizes, device=boxes.device)[images])
         keep = (finite & nonempty_mask(boxes, self.min_box_size)).nonzero().squeeze(1)
-        kept = batched_nms(boxes[keep], scores[keep], images[keep], self.nms_thresh)
-        kept, groups = first_per_group(kept, images[keep], post_k)
-        counts = torch.bincount(groups, minlength=n).tolist()
+        groups = images * len(level_counts) + levels.repeat(n)
+        kept = batched_nms(boxes[keep], scores[keep], groups[keep], self.nms_thresh)
+        kept, by_image = first_per_group(kept, images[keep], post_k)
+        counts = torch.bincount(by_image, minlength=n).tolist()
         return list(boxes[keep[kept]].split(counts)), list(scores[keep[kept]].split(counts))
 
     @torch.no_grad()
@@ -163,3 +170,15 @@ class RPN(nn.Module):
             labels.append(sampled)
             matched.append(gt[matches] if gt.numel() else torch.zeros_like(anchors))
         return torch.stack(labels), torch.stack(matched)
+
+
+def top_anchors_per_level(logits: Tensor, level_counts: list[int], k: int) -> tuple[Tensor, Tensor]:
+    """(N, P) logits of anchors from consecutive levels -> (N, S) indices of each image's ``k`` best anchors
+    of every level (all of a level's when it has fewer), level by level, and (S,) their levels."""
+    index, levels, start = [], [], 0
+    for level, count in enumerate(level_counts):
+        top = logits[:, start:start + count].topk(min(k, count), dim=1).indices + start
+        index.append(top)
+        levels.append(torch.full((top.shape[1],), level, dtype=torch.long, device=logits.device))
+        start += count
+    return torch.cat(index, dim=1), torch.cat(levels)

@@ -206,12 +206,20 @@ class ResNet(nn.Module):
 
     def forward(self, x: Tensor, out_stage: str = "res5") -> Tensor:
         """(N, 3, H, W) -> features of ``out_stage`` (N, C, H / stride, W / stride)."""
-        x = self.stem(x)
-        for name in STAGES:
+        return self.forward_stages(x, (out_stage,))[0]
+
+    def forward_stages(self, x: Tensor, out_stages: tuple[str, ...] | list[str]) -> list[Tensor]:
+        """(N, 3, H, W) -> the features of each of ``out_stages`` (in network order), running the network
+        only as far as the last of them."""
+        unknown = [s for s in out_stages if s not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown ResNet stages {unknown}; expected some of {list(STAGES)}")
+        x, outputs = self.stem(x), []
+        for name in STAGES[: max(STAGES.index(s) for s in out_stages) + 1]:
             x = getattr(self, name)(x)
-            if name == out_stage:
-                break
-        return x
+            if name in out_stages:
+                outputs.append(x)
+        return outputs
 
 
 class ResNetTrunk(nn.Module):

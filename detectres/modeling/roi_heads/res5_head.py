@@ -1,38 +1,31 @@
 """The C4 RoI head: pool 14x14 from res4, run res5 per RoI, average-pool, predict.
 
-``forward`` is the training computation (losses); ``inference`` returns detections. Everything that
-turns scores and deltas into detections goes through :meth:`Res5ROIHeads.detections` (or its two
-halves ``class_boxes`` and ``merge_detections``), which refinement, multi-scale testing, image TTA
-and ensembles call too. Shapes: N images, R RoIs, C res4 channels, D feature size, K foreground
-classes, G ground-truth boxes.
+``forward`` is the training computation (losses); ``inference`` returns detections (both from
+:class:`~detectres.modeling.roi_heads.base.ROIHeads`). Shapes: N images, R RoIs, C res4 channels,
+D feature size.
 """
 from __future__ import annotations
 
 from typing import Callable, Literal
 
-import torch
 from torch import Tensor, nn
 
 from detectres.config.schema import Fraction, NonNegativeFloat, PositiveInt
 from detectres.modeling.box_coder import BoxCoder
-from detectres.modeling.losses import fast_rcnn_losses
 from detectres.modeling.matcher import Matcher
 from detectres.modeling.poolers import RoIPooler
-from detectres.modeling.postprocessing import (class_scores_and_boxes, flatten_class_matrix, merge_detections,
-                                               per_image_detections)
+from detectres.modeling.roi_heads.base import ROIHeads
 from detectres.modeling.roi_heads.context import GlobalContext, concat_context
 from detectres.modeling.roi_heads.predictor import FastRCNNPredictor
 from detectres.modeling.roi_heads.projection import project_then_pool, projects_first, spatial_mean
-from detectres.modeling.sampling import subsample_labels
-from detectres.structures.boxes import pairwise_iou
 
 
-class Res5ROIHeads(nn.Module):
+class Res5ROIHeads(ROIHeads):
     """Args:
         res5, out_channels, stride: the backbone's last stage, its width, and the stride of the
             features RoIs are pooled from (given by the detector from its backbone).
         pooler: a callable (Hydra partial) taking ``spatial_scale`` -> :class:`RoIPooler`.
-        score_thresh, nms_thresh, detections_per_image: what :meth:`detections` keeps.
+        score_thresh, nms_thresh, detections_per_image: what :meth:`ROIHeads.detections` keeps.
         context: None, "shared" or "separate" - the paper's global context (see context.py).
     """
 
@@ -55,7 +48,10 @@ class Res5ROIHeads(nn.Module):
         smooth_l1_beta: NonNegativeFloat = 0.0,
         context: Literal["shared", "separate"] | None = None,
     ):
-        super().__init__()
+        super().__init__(num_classes=num_classes, matcher=matcher, box_coder=box_coder,
+                         batch_size_per_image=batch_size_per_image, positive_fraction=positive_fraction,
+                         proposal_append_gt=proposal_append_gt, score_thresh=score_thresh, nms_thresh=nms_thresh,
+                         detections_per_image=detections_per_image, smooth_l1_beta=smooth_l1_beta)
         if context not in (None, "shared", "separate"):
             raise ValueError(f"context must be null, 'shared' or 'separate', got {context!r}")
         self.pooler = pooler(spatial_scale=1.0 / stride)
@@ -63,17 +59,6 @@ class Res5ROIHeads(nn.Module):
         self.context = GlobalContext(res5, shared=context == "shared") if context else None
         feature_dim = out_channels * (2 if context else 1)
         self.box_predictor = FastRCNNPredictor(in_channels=feature_dim, num_classes=num_classes)
-        self.num_classes = num_classes
-        self.matcher = matcher
-        self.box_coder = box_coder
-        self.batch_size_per_image = batch_size_per_image
-        self.positive_fraction = positive_fraction
-        self.proposal_append_gt = proposal_append_gt
-        self.score_thresh = score_thresh
-        self.nms_thresh = nms_thresh
-        self.detections_per_image = detections_per_image
-        self.smooth_l1_beta = smooth_l1_beta
-        self.memory_format = torch.contiguous_format  # the detector sets channels_last when it uses it
 
     @property
     def roi_extent(self) -> float:
@@ -102,76 +87,3 @@ class Res5ROIHeads(nn.Module):
             return x
         g = self.context(features, image_sizes, lambda b, res5: self.run_res5(features, b, res5), self.res5)
         return concat_context(x, g, [len(b) for b in boxes])
-
-    def forward_with_given_boxes(self, features: Tensor, boxes: list[Tensor],
-                                 image_sizes: list[tuple[int, int]]) -> tuple[Tensor, Tensor]:
-        """Score and regress given boxes: logits (R, K+1), deltas (R, K*4)."""
-        return self.box_predictor(self.box_features(features, boxes, image_sizes))
-
-    # -- training ---------------------------------------------------------------------------------
-    def forward(self, features: Tensor, proposals: list[Tensor], image_sizes: list[tuple[int, int]],
-                targets: list[dict]) -> dict[str, Tensor]:
-        """Training: ``loss_cls`` and ``loss_box_reg`` on RoIs sampled from ``proposals`` per ``targets``."""
-        boxes, classes, gt_boxes = self.label_and_sample(proposals, targets)
-        logits, deltas = self.forward_with_given_boxes(features, boxes, image_sizes)
-        return fast_rcnn_losses(logits, deltas, torch.cat(boxes), torch.cat(classes), torch.cat(gt_boxes),
-                                self.box_coder, self.smooth_l1_beta)
-
-    @torch.no_grad()
-    def label_and_sample(self, proposals: list[Tensor], targets: list[dict]
-                         ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        """Per image: append ground truth, match at IoU 0.5, sample ``batch_size_per_image`` RoIs
-        with at most ``positive_fraction`` foreground. Returns boxes, classes (K = background) and
-        matched ground-truth boxes."""
-        out_boxes, out_classes, out_gt = [], [], []
-        for props, target in zip(proposals, targets):
-            gt, gt_cls = target["gt_boxes"], target["gt_classes"]
-            if self.proposal_append_gt:
-                props = torch.cat([props, gt.to(props.dtype)])
-            matches, labels = self.matcher(pairwise_iou(gt, props))
-            if gt.numel():
-                classes, matched_gt = gt_cls[matches].clone(), gt[matches]
-            else:
-                classes, matched_gt = torch.zeros_like(matches), torch.zeros_like(props)
-            classes[labels == 0] = self.num_classes
-            classes[labels == -1] = -1
-            pos, neg = subsample_labels(classes, num_samples=self.batch_size_per_image,
-                                        positive_fraction=self.positive_fraction, bg_label=self.num_classes,
-                                        generator=target.get("generator"))
-            idx = torch.cat([pos, neg])
-            out_boxes.append(props[idx])
-            out_classes.append(classes[idx])
-            out_gt.append(matched_gt[idx])
-        return out_boxes, out_classes, out_gt
-
-    # -- detections -------------------------------------------------------------------------------
-    def class_boxes(self, logits: Tensor, deltas: Tensor, boxes: Tensor, image_hw: tuple[int, int] | Tensor
-                    ) -> tuple[Tensor, Tensor]:
-        """(R, K) class probabilities and (R, K, 4) class-specific boxes, clipped to ``image_hw``."""
-        return class_scores_and_boxes(logits, deltas, boxes, image_hw, self.box_coder)
-
-    def merge_detections(self, boxes: Tensor, scores: Tensor, classes: Tensor, *, nms_thresh: float | None = None,
-                         vote_thresh: float | None = None) -> dict[str, Tensor]:
-        """Flat candidates -> score > ``score_thresh``, per-class NMS (``nms_thresh`` unless given),
-        top ``detections_per_image``, optional box voting."""
-        return merge_detections(boxes, scores, classes, score_thresh=self.score_thresh,
-                                nms_thresh=self.nms_thresh if nms_thresh is None else nms_thresh,
-                                vote_thresh=vote_thresh, max_detections=self.detections_per_image)
-
-    def detections(self, logits: Tensor, deltas: Tensor, boxes: Tensor, image_hw: tuple[int, int] | Tensor
-                   ) -> dict[str, Tensor]:
-        """One image's detections from its scored boxes: ``pred_boxes`` (D, 4) in the pixels of
-        ``image_hw`` ((h, w), or each box's (R, 2) sizes), ``scores`` (D,), ``pred_classes`` (D,), best first."""
-        return self.merge_detections(*flatten_class_matrix(*self.class_boxes(logits, deltas, boxes, image_hw)))
-
-    @torch.no_grad()
-    def inference(self, features: Tensor, proposals: list[Tensor], image_sizes: list[tuple[int, int]]
-                  ) -> list[dict[str, Tensor]]:
-        """Per-image detections in input pixels (see :meth:`detections`), all images post-processed at once."""
-        logits, deltas = self.forward_with_given_boxes(features, proposals, image_sizes)
-        counts = [p.shape[0] for p in proposals]
-        image_index = torch.repeat_interleave(torch.arange(len(proposals), device=logits.device),
-                                              torch.tensor(counts, device=logits.device), output_size=sum(counts))
-        return per_image_detections(logits, deltas, torch.cat(proposals), image_index, image_sizes, self.box_coder,
-                                    score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
-                                    max_detections=self.detections_per_image)
