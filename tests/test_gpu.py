@@ -30,7 +30,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from detectres.apps.benchmark import init_weights
+from detectres.apps.benchmark_models import init_weights
 from detectres.config import compose_config
 from detectres.data.image_io import read_image_file
 from detectres.modeling.build import build_model

@@ -1,7 +1,7 @@
 """The conversion application (``tools/convert_weights.py``): write any supported weight file as a
 detectres checkpoint.
 
-    python tools/convert_weights.py SRC DST --format {torchvision,msra,detectron2} [--model r101_c4]
+    python tools/convert_weights.py SRC DST --format {torchvision,msra,detectron2} [--model r101_fpn]
 
 Backbone files (torchvision, msra) load with ``model.weights=DST`` to train from ImageNet; Detectron2
 detector files also carry their config and class names (``tools/test_net.py checkpoint=DST``).
@@ -20,14 +20,17 @@ RES4_BLOCKS_TO_DEPTH = {6: 50, 23: 101, 36: 152}
 
 
 def infer_model_name(state_dict: dict, fmt: str) -> str:
-    """``r{depth}_c4`` (``_tv`` for torchvision weights) from the number of res4 blocks."""
-    blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"backbone\.res4\.(\d+)\.", k))}
-    if not any(k.startswith("backbone.res4.0.conv3.") for k in state_dict):
+    """``r{depth}_c4`` or ``r{depth}_fpn`` (``_tv`` for torchvision weights) from the number of res4 blocks
+    and whether the file has a pyramid (backbone files, which have none, get the C4 name)."""
+    layout = "fpn" if any(k.startswith("backbone.fpn_") for k in state_dict) else "c4"
+    trunk = "backbone.bottom_up." if layout == "fpn" else "backbone."
+    blocks = {int(m.group(1)) for k in state_dict if (m := re.match(re.escape(trunk) + r"res4\.(\d+)\.", k))}
+    if not any(k.startswith(trunk + "res4.0.conv3.") for k in state_dict):
         raise ValueError("basic-block (ResNet-18/34) weights: pass --model (e.g. r18_c4)")
     depth = RES4_BLOCKS_TO_DEPTH.get(len(blocks))
     if depth is None:
         raise ValueError(f"cannot tell the ResNet depth from {len(blocks)} res4 blocks; pass --model")
-    return f"r{depth}_c4" + ("_tv" if fmt == "torchvision" else "")
+    return f"r{depth}_{layout}" + ("_tv" if fmt == "torchvision" else "")
 
 
 def convert_file(src: str, dst: str, fmt: str, model: str | None = None) -> dict:

@@ -17,7 +17,8 @@ import time
 import numpy as np
 import torch
 
-from detectres.apps.benchmark import init_weights, synchronize
+from detectres.apps.benchmark_models import init_weights
+from detectres.apps.benchmark_timing import synchronize
 from detectres.config import DATA_DIR, compose_config
 from detectres.data.image_io import read_image_file
 from detectres.modeling.build import build_model

@@ -14,7 +14,8 @@ import time
 import torch
 from omegaconf import DictConfig
 
-from detectres.apps.benchmark import annotated_image, init_weights, sample_inputs, synchronize
+from detectres.apps.benchmark_models import init_weights
+from detectres.apps.benchmark_timing import annotated_image, sample_inputs, synchronize
 from detectres.engine.trainer import Trainer
 from detectres.modeling.build import build_model
 from detectres.utils.amp import precision_name

@@ -121,7 +121,7 @@ def assemble(backbone: ResNet | FPN, rpn: Callable[..., RPN], roi_heads: Callabl
              num_classes: int, size_divisibility: int) -> tuple[nn.Module, RPN, ROIHeads]:
     """The shared backbone, the RPN and the RoI heads of the layout ``backbone`` implies."""
     if isinstance(backbone, FPN):
-        if size_divisibility % backbone.size_divisibility:
+        if size_divisibility == 0 or size_divisibility % backbone.size_divisibility:
             raise ValueError(f"model.size_divisibility={size_divisibility}: an FPN backbone needs inputs padded to a "
                              f"multiple of {backbone.size_divisibility} (its coarsest stride); set it to "
                              f"{backbone.size_divisibility}")

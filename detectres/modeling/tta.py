@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from detectres.config.schema import Fraction, PositiveFloat, PositiveInt, Sizes
 from detectres.modeling.detector import FasterRCNN
 from detectres.modeling.postprocessing import nonempty_detections
+from detectres.modeling.roi_heads.res5_head import Res5ROIHeads
 from detectres.modeling.roi_heads.refinement import refine_detections
 from detectres.structures.boxes import box_area, scale_boxes
 from detectres.utils.resize import resize_shortest_edge
@@ -79,7 +80,8 @@ class ImageTTA:
 
 @dataclass
 class ScaleFeatures:
-    """res4 features of one resized copy of an image; ``factor`` = (fx, fy) from original pixels."""
+    """Backbone features (res4, or the pyramid) of one resized copy of an image; ``factor`` = (fx, fy) from
+    original pixels."""
 
     features: Tensor
     image_hw: tuple[int, int]
@@ -145,6 +147,11 @@ class TestTimeDetector(nn.Module):
                  refine: BoxRefinement | None = None, multiscale: MultiScaleTesting | None = None,
                  tta: ImageTTA | None = None):
         super().__init__()
+        if multiscale is not None and not isinstance(model.roi_heads, Res5ROIHeads):
+            raise ValueError("multi-scale testing (test=multiscale or test=paper) is the paper's C4 procedure: res5 "
+                             "features of each RoI pooled at two image scales, maxed element-wise. An FPN detector "
+                             "already pools each RoI from the pyramid level that suits it; for several image "
+                             "scales use test=tta (image-level multi-scale and flips, merged by NMS or voting)")
         self.model = model
         self.min_size, self.max_size, self.interpolation = int(min_size), int(max_size), interpolation
         self.refine, self.multiscale, self.tta = refine, multiscale, tta

@@ -1,6 +1,7 @@
-"""Detectron2 Faster R-CNN C4 checkpoints (model zoo ``model_final_*.pkl`` and ``.pth`` files).
+"""Detectron2 Faster R-CNN C4 and FPN checkpoints (model zoo ``model_final_*.pkl`` and ``.pth`` files).
 
-detectres already uses Detectron2's names, class layout (K+1 logits with background last,
+detectres already uses Detectron2's names (C4: ``backbone.stem/res2..res4``, ``roi_heads.res5``; FPN:
+``backbone.bottom_up.*``, ``backbone.fpn_lateral/output{2..5}``, ``roi_heads.box_head.fc1/fc2``), class layout (K+1 logits with background last,
 K * 4 class-specific deltas) and anchor order (size-major, unrounded); only the RPN's prefix
 differs: ``proposal_generator.rpn_head.`` -> ``rpn.head.``.
 """

@@ -2,7 +2,7 @@
 
 Formats: ``detectres`` (checkpoints written by training or ``tools/convert_weights.py``),
 ``torchvision`` (ImageNet ResNet state_dicts), ``msra`` (Caffe2 ImageNet ResNet pickles) and
-``detectron2`` (model-zoo ``.pkl`` and Detectron2 ``.pth`` Faster R-CNN C4 checkpoints).
+``detectron2`` (model-zoo ``.pkl`` and Detectron2 ``.pth`` Faster R-CNN C4 and FPN checkpoints).
 ``.pth`` files are read with ``torch.load(weights_only=True)``, ``.pkl`` files with a restricted
 unpickler: no file can run code while it is read.
 """
@@ -18,6 +18,7 @@ from torch import nn
 
 from detectres.config.safety import check_stored_config
 from detectres.data.coco_names import COCO_CLASSES
+from detectres.modeling.backbones.fpn import FPN
 from detectres.utils.file_io import load_checkpoint
 from detectres.weights.detectron2 import convert_detectron2, is_detectron2_state
 from detectres.weights.msra import MSRA_BGR_MEAN, MSRA_STD, convert_msra_resnet
@@ -148,8 +149,8 @@ def check_conventions(model: nn.Module, weights: Weights, source: str) -> None:
         if not same:
             problems.append(f"{key}: weights expect {want}, model has {have}")
     if problems:
-        hint = {"torchvision": "model=r50_c4_tv (or r101_c4_tv)", "msra": "model=r50_c4 (or r101_c4)",
-                "detectron2": "model=r50_c4 (or r101_c4)"}.get(weights.format, "a matching model config")
+        hint = {"torchvision": "model=r50_c4_tv or r50_fpn_tv (r101_...)", "msra": "model=r50_c4 or r50_fpn (r101_...)",
+                "detectron2": "model=r50_c4 or r50_fpn (r101_...)"}.get(weights.format, "a matching model config")
         raise WeightsMismatchError(
             f"{source} ({weights.format} weights) do not match the model's input conventions:\n  "
             + "\n  ".join(problems) + f"\nUse {hint}, or set model.input_format / pixel_mean / pixel_std / "
@@ -208,10 +209,29 @@ def with_aliases(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
     return out
 
 
+def place_backbone_weights(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """ImageNet backbone weights arrive in the C4 detector's names (stem..res4 under ``backbone.``, res5 under
+    ``roi_heads.``); an FPN detector keeps the whole ResNet under ``backbone.bottom_up.``."""
+    if not isinstance(getattr(model, "backbone", None), FPN):
+        return state_dict
+    moved = {}
+    for key, value in state_dict.items():
+        for old in ("roi_heads.", "backbone."):
+            if key.startswith(old) and (old == "backbone." or key.startswith("roi_heads.res5.")):
+                key = "backbone.bottom_up." + key[len(old):]
+                break
+        moved[key] = value
+    return moved
+
+
 def load_weights_into(model: nn.Module, weights: Weights, *, strict: bool = True, source: str = "weights"):
     check_conventions(model, weights, source)
-    expected_missing = ("rpn.", "roi_heads.box_predictor.") if weights.backbone_only else ()
-    return load_state_dict_checked(model, with_aliases(model, weights.state_dict, source), strict=strict,
+    state = weights.state_dict
+    expected_missing: tuple[str, ...] = ()
+    if weights.backbone_only:  # the detector's own layers start from their initialisation
+        state = place_backbone_weights(model, state)
+        expected_missing = ("rpn.", "roi_heads.box_predictor.", "roi_heads.box_head.", "backbone.fpn_")
+    return load_state_dict_checked(model, with_aliases(model, state, source), strict=strict,
                                    source=source, expected_missing=expected_missing)
 
 

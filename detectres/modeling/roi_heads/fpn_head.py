@@ -48,6 +48,8 @@ class FPNROIHeads(ROIHeads):
             (P2..P5; given by the detector from its backbone).
         pooler: a callable (Hydra partial) taking ``strides`` -> :class:`MultiLevelRoIPooler`.
         box_head: a callable taking ``in_features`` -> :class:`FCHead`.
+        context: must stay null: the paper's global context pools a whole-image box through res5, which
+            only the C4 head runs per RoI (the key is here to say so when set).
         the rest: as :class:`~detectres.modeling.roi_heads.res5_head.Res5ROIHeads`.
     """
 
@@ -68,7 +70,9 @@ class FPNROIHeads(ROIHeads):
         nms_thresh: Fraction = 0.5,
         detections_per_image: PositiveInt = 100,
         smooth_l1_beta: NonNegativeFloat = 0.0,
+        context: str | None = None,
     ):
+        self.check_args(context=context)
         super().__init__(num_classes=num_classes, matcher=matcher, box_coder=box_coder,
                          batch_size_per_image=batch_size_per_image, positive_fraction=positive_fraction,
                          proposal_append_gt=proposal_append_gt, score_thresh=score_thresh, nms_thresh=nms_thresh,
@@ -76,6 +80,13 @@ class FPNROIHeads(ROIHeads):
         self.pooler = pooler(strides=list(strides))
         self.box_head = box_head(in_features=in_channels * self.pooler.output_size ** 2)
         self.box_predictor = FastRCNNPredictor(in_channels=self.box_head.out_features, num_classes=num_classes)
+
+    @staticmethod
+    def check_args(*, context: str | None = None, **_) -> None:
+        if context is not None:
+            raise ValueError(f"context={context!r}: the paper's global context is a C4 construct (a whole-image "
+                             "box pooled and run through res5 beside each RoI); the FPN head has no res5 to run it "
+                             "through. Use a C4 model (model=r50_c4 or r101_c4) for it")
 
     def box_features(self, features: Tensor | list[Tensor], boxes: list[Tensor],
                      image_sizes: list[tuple[int, int]]) -> Tensor:
