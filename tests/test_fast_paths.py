@@ -1,4 +1,4 @@
-"""The CPU inference fast paths give torchvision's / the plain path's numbers: the gather RoIAlign,
+"""The CPU fast paths give torchvision's / the plain path's numbers: the gather RoIAlign (and its gradients),
 res5's first projections moved before pooling, convolutions with their addition and ReLU fused, and
 the half-precision spatial mean."""
 import pytest
@@ -37,17 +37,19 @@ def test_gather_equals_torchvision_roi_align(aligned, sampling_ratio, stride, ou
     torch.testing.assert_close(out, ref, rtol=0, atol=2e-6)
 
 
-def test_pooler_gathers_only_without_gradient_on_cpu():
-    pooler = RoIPooler(output_size=7, spatial_scale=1 / 16)
-    features = torch.randn(1, 8, 20, 20, requires_grad=True)
-    boxes = [torch.tensor([[10.0, 20.0, 200.0, 150.0]])]
-    assert not pooler.gathers(features)  # training: torchvision's kernel, gradients flow
-    pooler(features, boxes).sum().backward()
-    assert features.grad is not None and features.grad.abs().sum() > 0
-    with torch.no_grad():
-        assert pooler.gathers(features)
-        torch.testing.assert_close(pooler(features, boxes), roi_align(features, torch.tensor([[0.0, 10, 20, 200, 150]]),
-                                                                      7, 1 / 16, 0, True), rtol=0, atol=2e-6)
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+def test_gather_gradients_equal_torchvision_roi_align(sampling_ratio):
+    """Training pools with the gather too (on CPUs): autograd through it gives torchvision's gradients."""
+    features = torch.randn(2, 16, 30, 41)
+    rois = random_rois(80, 640, 480, images=2)
+    grad_out = torch.randn(80, 16, 7, 7)
+    x_ref = features.clone().requires_grad_(True)
+    roi_align(x_ref, rois, 7, 1 / 16, sampling_ratio, True).backward(grad_out)
+    x = features.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    pooler = RoIPooler(output_size=7, spatial_scale=1 / 16, sampling_ratio=sampling_ratio)
+    assert pooler.gathers(x)
+    pooler.pool_rois(x, rois).backward(grad_out)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("stride_in_1x1", [True, False])

@@ -119,6 +119,15 @@ class LargeInference:
 
 
 @dataclass
+class FPNBenchmark:
+    image: str
+    min_size: PositiveInt
+    max_size: PositiveInt
+    c4_proposals: PositiveInt
+    rounds: NonNegativeInt
+
+
+@dataclass
 class BenchmarkConfig:
     runtime: Runtime
     image: str
@@ -128,6 +137,7 @@ class BenchmarkConfig:
     rounds: PositiveInt
     warmup: NonNegativeInt
     large: LargeInference
+    fpn: FPNBenchmark
 
 
 @dataclass

@@ -42,8 +42,9 @@ class RoIPooler(nn.Module):
         """features (N, C, H, W); boxes: N tensors (R_i, 4) -> (sum R_i, C, S, S); with ``stride`` only
         every ``stride``-th bin per side (what a strided 1x1 convolution after the pooler reads).
 
-        RoIAlign on a CPU without gradients runs as one channels-last gather (:mod:`roi_align`, the same
-        numbers, several times faster); training and GPUs use torchvision's kernels.
+        RoIAlign on a CPU runs as one channels-last gather (:mod:`roi_align`: the same numbers, and with
+        autograd through it the same gradients, several times faster both ways: torchvision's CPU kernels
+        run on one thread); GPUs and tracing for export use torchvision's kernels.
         """
         # Coordinates stay fp32 even under bf16/fp16 autocast: a half-precision 800 px coordinate
         # would snap to a 4 px grid.
@@ -67,10 +68,9 @@ class RoIPooler(nn.Module):
 
     @staticmethod
     def gathers(features: Tensor) -> bool:
-        """Whether the gather form runs: on a CPU, when no gradient has to flow back to ``features`` and
-        the model is not being traced for export (torchvision's RoIAlign has an ONNX form)."""
-        return (features.device.type == "cpu" and not (torch.is_grad_enabled() and features.requires_grad)
-                and not torch.jit.is_tracing())
+        """Whether the gather form runs: on a CPU, unless the model is being traced for export
+        (torchvision's RoIAlign has an ONNX form)."""
+        return features.device.type == "cpu" and not torch.jit.is_tracing()
 
 
 def boxes_to_rois(boxes: list[Tensor], dtype: torch.dtype) -> Tensor:

@@ -31,7 +31,7 @@ def is_affine_1x1(conv: nn.Module | None) -> bool:
 def projects_first(block: nn.Module, pooler: RoIPooler, features: Tensor, num_rois: int) -> bool:
     """Whether :func:`project_then_pool` applies to ``block`` and does less work than pooling first."""
     if not (type(block) is Bottleneck and is_affine_1x1(block.conv1) and is_affine_1x1(block.shortcut)
-            and pooler.kind == "align" and pooler.gathers(features)):
+            and pooler.kind == "align" and pooler.gathers(features) and not torch.is_grad_enabled()):
         return False
     n, c, h, w = features.shape
     s = pooler.output_size
