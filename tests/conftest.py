@@ -30,15 +30,25 @@ def shapes_overrides(tiny_shapes):
             "data.generate.size=128", "data.generate.seed=1", "data.num_workers=0"]
 
 
+def train_tiny(tmp_path_factory, shapes_overrides, model: str) -> str:
+    from detectres.apps.train import train
+    from detectres.config import compose_config
+
+    out = str(tmp_path_factory.mktemp(f"trained_{model}"))
+    train(compose_config("train", [f"model={model}", *shapes_overrides, f"runtime.output_dir={out}",
+                                   "solver.ims_per_batch=2", "solver.max_iter=2", "solver.lr_scheduler.warmup_iters=1",
+                                   "solver.lr_scheduler.steps=[1]", "vis_images=0", "runtime.num_threads=1"]))
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_trained(tmp_path_factory, shapes_overrides):
     """The output folder of a 2-iteration quickstart run on the tiny shapes set (trained once per session;
     copy its files before changing them)."""
-    from detectres.apps.train import train
-    from detectres.config import compose_config
+    return train_tiny(tmp_path_factory, shapes_overrides, "quickstart")
 
-    out = str(tmp_path_factory.mktemp("trained"))
-    train(compose_config("train", [*shapes_overrides, f"runtime.output_dir={out}", "solver.ims_per_batch=2",
-                                   "solver.max_iter=2", "solver.lr_scheduler.warmup_iters=1",
-                                   "solver.lr_scheduler.steps=[1]", "vis_images=0", "runtime.num_threads=1"]))
-    return out
+
+@pytest.fixture(scope="session")
+def tiny_trained_fpn(tmp_path_factory, shapes_overrides):
+    """The same for the quickstart FPN (``model=quickstart_fpn``), through the training application."""
+    return train_tiny(tmp_path_factory, shapes_overrides, "quickstart_fpn")

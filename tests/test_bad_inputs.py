@@ -285,11 +285,16 @@ def test_ctrl_c_during_training_exits_130_and_releases_the_folder(tiny, tmp_path
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, TRAIN, *tiny, "solver.max_iter=100000",
                              "solver.lr_scheduler.steps=[99999]", f"runtime.output_dir={out}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=ENV)
+                            env={**ENV, "PYTHONFAULTHANDLER": "1"})
     deadline = time.time() + 120
     while not (out / "metrics.jsonl").exists() and time.time() < deadline:
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # say where it hangs: faulthandler dumps every thread's stack on SIGABRT
+        proc.send_signal(signal.SIGABRT)
+        _, stderr = proc.communicate(timeout=30)
+        pytest.fail(f"no exit 120 s after Ctrl-C; stacks:\n{stderr[-6000:]}")
     assert proc.returncode == 130 and stderr.strip().splitlines()[-1] == "detectres: interrupted"
     assert not (out / ".detectres.lock").exists()

@@ -12,10 +12,10 @@ from detectres import Detector
 from detectres.config import compose_config
 from detectres.modeling.build import build_model
 from detectres.weights import load_weights_into, read_weights
-from detectres.weights.detectron2 import rename_detectron2_key
 
-from detectron2_weights import FIXTURE, detectron2_state, write_model_zoo_pkl
+from detectron2_weights import FIXTURE, detectron2_state, gradient_errors, reference_training_step, write_model_zoo_pkl
 from test_detectron2_fixture import assert_detection_sets_match, match_proposals, rel_err
+from test_detectron2_train import KEEP_ALL
 
 FPN = os.path.join(FIXTURE, "fpn")
 OVERRIDES = ["model.roi_heads.score_thresh=0.0"]
@@ -127,32 +127,10 @@ def test_full_pipeline_from_jpeg(converted):
 
 
 # -- training --------------------------------------------------------------------------------------------
-KEEP_ALL = ["model.rpn.batch_size_per_image=10000000", "model.rpn.positive_fraction=1.0",
-            "model.roi_heads.batch_size_per_image=10000000", "model.roi_heads.positive_fraction=1.0"]
-
-
 def losses_and_gradients(path: str, mode: str):
     ref = torch.load(os.path.join(FPN, f"train_R50_FPN_{mode}.pt"), weights_only=True)
-    model = fpn_model(path, KEEP_ALL if mode == "all" else []).train()
-    item = {"image": ref["image"], "gt_boxes": ref["gt_boxes"], "gt_classes": ref["gt_classes"]}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(os.cpu_count() or 1)  # one of the slowest tests: use every core (nothing else runs)
-    try:
-        if mode == "seeded":
-            torch.manual_seed(7)  # as the reference did, right before the forward
-        losses = model([item])
-        sum(losses.values()).backward()
-    finally:
-        torch.set_num_threads(threads)
-    params = dict(model.named_parameters())
-    assert {rename_detectron2_key(k) for k in ref["grads"]} == {k for k, p in params.items() if p.requires_grad}
-    errors = {}
-    for d2_name, r in ref["grads"].items():
-        grad = params[rename_detectron2_key(d2_name)].grad.flatten()
-        errors[d2_name] = max(abs(float(grad.abs().max()) - r["absmax"]) / r["absmax"],
-                              abs(float(grad.norm()) - r["norm"]) / r["norm"],
-                              float((grad[:len(r["head"])] - r["head"]).abs().max()) / r["absmax"])
-    return ref["losses"], {k: float(v.detach()) for k, v in losses.items()}, errors
+    model = fpn_model(path, KEEP_ALL if mode == "all" else [])
+    return ref["losses"], reference_training_step(model, ref), gradient_errors(model, ref["grads"])
 
 
 def test_training_keeping_every_labeled_sample_matches_detectron2(converted):

@@ -1,5 +1,6 @@
-"""Export: the TorchScript and ONNX files of a checkpoint's detector give eager PyTorch's detections
-(same classes, IoU >= 0.99, scores within 1e-3) at three image sizes; what does not export says so."""
+"""Export: the TorchScript and ONNX files of a checkpoint's detector (C4 and FPN) give eager PyTorch's
+detections (same classes, IoU >= 0.99, scores within 1e-3) at three image sizes; what does not export
+says so."""
 import json
 import os
 
@@ -15,9 +16,11 @@ from detectres.predictor import Detector
 SIZES = [(96, 128), (150, 200), (192, 256)]  # none of them the traced example's size
 
 
-@pytest.fixture(scope="module")
-def exported(tiny_trained, tmp_path_factory):
-    checkpoint = os.path.join(tiny_trained, "model_final.pth")
+@pytest.fixture(scope="module", params=["c4", "fpn"])
+def exported(request, tmp_path_factory):
+    """The quickstart (C4) and the quickstart FPN (inputs padded to /32 inside the exported graph)."""
+    trained = request.getfixturevalue("tiny_trained" if request.param == "c4" else "tiny_trained_fpn")
+    checkpoint = os.path.join(trained, "model_final.pth")
     paths = export(checkpoint, str(tmp_path_factory.mktemp("export")))
     return Detector.from_checkpoint(checkpoint, device="cpu"), paths
 

@@ -105,9 +105,10 @@ def test_benchmark_large_inference_comparison_and_its_ratio_lines(monkeypatch, c
     import numpy as np
 
     import detectres.apps.benchmark as bench
+    import detectres.apps.benchmark_timing as timing
 
     image = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
-    monkeypatch.setattr(bench, "cpu_runs_natively", lambda dtype: False)
+    monkeypatch.setattr(timing, "cpu_runs_natively", lambda dtype: False)
     large = bench.run_large_inference(image=image, min_size=96, max_size=128, rounds=1, warmup=0, device="cpu",
                                       proposals=20, log=lambda *_: None)
     assert set(large["stages_fp32"]) == {"backbone", "rpn", "roi_heads"} and "ratio_bf16" not in large
@@ -121,3 +122,24 @@ def test_benchmark_large_inference_comparison_and_its_ratio_lines(monkeypatch, c
     assert lines[-1] == "bf16: not supported by this CPU"
     bench.print_ratio_lines(r50, {**large, "ratio_bf16": 0.3}, "cpu")
     assert capsys.readouterr().out.strip().splitlines()[-1] == "inference ratio bf16 detectres/torchvision: 0.30"
+
+
+def test_benchmark_fpn_comparison_and_its_ratio_lines(capsys):
+    """R50-FPN against torchvision's fasterrcnn_resnet50_fpn and detectres R50-C4 (tiny input, one round)."""
+    import numpy as np
+
+    from detectres.apps.benchmark_fpn import print_fpn_ratio_lines, run_fpn_benchmark
+
+    image = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    boxes, classes = np.array([[10.0, 20.0, 90.0, 100.0]]), np.array([3])
+    r = run_fpn_benchmark(image=image, boxes=boxes, classes=classes, min_size=96, max_size=128, rounds=1, warmup=0,
+                          c4_proposals=20, log=lambda *_: None)
+    assert r["input"] == [96, 128] and r["proposals"]["detectres-C4"] == 20
+    assert 0 < r["proposals"]["detectres"] <= 1000 and 0 < r["proposals"]["torchvision"] <= 1000
+    assert r["train_ratio"] == r["train_detectres"] / r["train_torchvision"] > 0
+    assert r["fpn_over_c4"] == r["inference_detectres"] / r["inference_c4"] > 0
+    print_fpn_ratio_lines(r)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == [f"FPN train ratio detectres/torchvision: {r['train_ratio']:.2f}",
+                     f"FPN inference ratio detectres/torchvision: {r['inference_ratio']:.2f}",
+                     f"inference ratio detectres R50-FPN/R50-C4: {r['fpn_over_c4']:.2f}"]

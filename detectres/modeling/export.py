@@ -15,6 +15,7 @@ and every test-time procedure and ensemble (Python loops over scales, flips and 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
@@ -35,6 +36,19 @@ def dynamic_k(values: Tensor, k: int) -> Tensor | int:
     return torch.clamp(torch._shape_as_tensor(values)[-1], max=k)
 
 
+def pad_to_multiple(x: Tensor, divisor: int) -> Tensor:
+    """Zero-pad (C, H, W) bottom and right to multiples of ``divisor`` (as ImageList does), with the sizes
+    kept as graph values while tracing."""
+    if divisor <= 1:
+        return x
+    if not torch.jit.is_tracing():
+        h, w = x.shape[-2:]
+        return F.pad(x, [0, -w % divisor, 0, -h % divisor])
+    hw = torch._shape_as_tensor(x)[-2:]
+    padded = (hw + (divisor - 1)).div(divisor, rounding_mode="floor") * divisor
+    return F.pad(x, [0, padded[1] - hw[1], 0, padded[0] - hw[0]])
+
+
 class ExportableDetector(nn.Module):
     def __init__(self, model: FasterRCNN):
         super().__init__()
@@ -51,7 +65,8 @@ class ExportableDetector(nn.Module):
         x = image.float()
         if m.input_format == "RGB":
             x = x.flip(0)
-        x = ((x - m.pixel_mean) / m.pixel_std)[None].contiguous(memory_format=m.memory_format)
+        x = pad_to_multiple((x - m.pixel_mean) / m.pixel_std, m.size_divisibility)
+        x = x[None].contiguous(memory_format=m.memory_format)
         image_hw = torch._shape_as_tensor(image)[1:].to(torch.float32)
         features = m.backbone(x)
         proposals = self.proposals(features, image_hw)
