@@ -281,20 +281,28 @@ def test_the_demo_runs_from_a_model_config_and_weights(trained, tmp_path):
     assert "processed 2 frames" in res.stdout and sorted(os.listdir(tmp_path / "out")) == ["0.jpg", "1.jpg"]
 
 
+def default_sigint() -> None:
+    """Ctrl-C's default action in the child, as from a terminal: a test runner started in the background by a
+    non-interactive shell ignores SIGINT, and a child would inherit that (Python keeps an ignored SIGINT)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_training_exits_130_and_releases_the_folder(tiny, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, TRAIN, *tiny, "solver.max_iter=100000",
                              "solver.lr_scheduler.steps=[99999]", f"runtime.output_dir={out}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**ENV, "PYTHONFAULTHANDLER": "1"})
+                            env={**ENV, "PYTHONFAULTHANDLER": "1"}, preexec_fn=default_sigint)
     deadline = time.time() + 120
     while not (out / "metrics.jsonl").exists() and time.time() < deadline:
         time.sleep(0.1)
+    masks = [line for line in open(f"/proc/{proc.pid}/status") if line.startswith("Sig")] \
+        if os.path.exists(f"/proc/{proc.pid}/status") else []
     proc.send_signal(signal.SIGINT)
     try:
         _, stderr = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:  # say where it hangs: faulthandler dumps every thread's stack on SIGABRT
         proc.send_signal(signal.SIGABRT)
         _, stderr = proc.communicate(timeout=30)
-        pytest.fail(f"no exit 120 s after Ctrl-C; stacks:\n{stderr[-6000:]}")
+        pytest.fail(f"no exit 120 s after Ctrl-C; signal masks {''.join(masks)}; stacks:\n{stderr[-6000:]}")
     assert proc.returncode == 130 and stderr.strip().splitlines()[-1] == "detectres: interrupted"
     assert not (out / ".detectres.lock").exists()
