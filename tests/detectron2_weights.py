@@ -1,5 +1,6 @@
 """Shared by the Detectron2 fixture tests: the fixture's deterministic weights, written as a model-zoo
 style ``.pkl`` (Detectron2 names, numpy arrays), and one training step compared with a reference."""
+import contextlib
 import importlib.util
 import os
 import pickle
@@ -18,10 +19,18 @@ def make_weights_module():
     return module
 
 
+_STATES: dict = {}
+
+
 def detectron2_state(seed=0, schema=None, schema_file="schema_R50_C4.json"):
-    """The fixture weights: Detectron2 names in ``schema`` (or ``schema_file``'s) order, filled by make_weights.py."""
+    """The fixture weights: Detectron2 names in ``schema`` (or ``schema_file``'s) order, filled by make_weights.py.
+    A schema file's weights are made once per session (several test modules use them; do not modify them)."""
+    if schema is None and (seed, schema_file) not in _STATES:
+        _STATES[(seed, schema_file)] = detectron2_state(seed, make_weights_module().load_schema(
+            os.path.join(FIXTURE, schema_file)))
+    if schema is None:
+        return _STATES[(seed, schema_file)]
     mw = make_weights_module()
-    schema = schema or mw.load_schema(os.path.join(FIXTURE, schema_file))
     return mw.make_state_dict(schema, seed, rpn_head_std=0.01, verbose=False)
 
 
@@ -38,16 +47,23 @@ def reference_training_step(model, ref: dict) -> dict[str, float]:
     every core (these are the slowest tests; nothing else runs); returns the four losses."""
     model.train()
     item = {"image": ref["image"], "gt_boxes": ref["gt_boxes"], "gt_classes": ref["gt_classes"]}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(os.cpu_count() or 1)
-    try:
+    with all_cores():
         if ref["mode"] == "seeded":
             torch.manual_seed(7)
         losses = model([item])
         sum(losses.values()).backward()
+    return {k: float(v.detach()) for k, v in losses.items()}
+
+
+@contextlib.contextmanager
+def all_cores():
+    """Torch threads on every core for an 800 px R50 run (the suite runs one test at a time)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        yield
     finally:
         torch.set_num_threads(threads)
-    return {k: float(v.detach()) for k, v in losses.items()}
 
 
 def gradient_errors(model, ref_grads: dict) -> dict[str, float]:

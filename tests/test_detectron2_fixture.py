@@ -17,7 +17,7 @@ from detectres.modeling.build import build_model
 from detectres.weights import read_weights, load_weights_into
 from detectres.weights.detectron2 import rename_detectron2_key
 
-from detectron2_weights import FIXTURE, detectron2_state, write_model_zoo_pkl
+from detectron2_weights import FIXTURE, all_cores, detectron2_state, write_model_zoo_pkl
 
 OVERRIDES = ["model.rpn.post_nms_topk_test=300", "model.roi_heads.score_thresh=0.0"]
 
@@ -69,7 +69,7 @@ def run_staged(converted: str):
     inputs = [{"image": torch.as_tensor(hwc).permute(2, 0, 1), "height": int(ref["orig_hw"][0]),
                "width": int(ref["orig_hw"][1])}]
     out = {}
-    with torch.no_grad():
+    with torch.no_grad(), all_cores():
         images = model.preprocess(inputs)
         out["input"] = images.tensor
         feats = model.backbone(images.tensor)
@@ -140,7 +140,8 @@ def test_full_pipeline_from_jpeg(converted):
     ref = torch.load(os.path.join(FIXTURE, "ref_R50_C4.pt"), weights_only=True)
     det = Detector.from_config("r50_c4", weights=converted, overrides=OVERRIDES, device="cpu")
     assert det.class_names[0] == "person" and len(det.class_names) == 80
-    out = det.predict(cv2.imread(os.path.join(FIXTURE, "img.jpg")))
+    with all_cores():
+        out = det.predict(cv2.imread(os.path.join(FIXTURE, "img.jpg")))
     assert_detection_sets_match(ref["det_boxes"], ref["det_scores"], ref["det_classes"],
                                 torch.from_numpy(out["boxes"]), torch.from_numpy(out["scores"]),
                                 torch.from_numpy(out["labels"]), iou=0.99, score_tol=1e-3)

@@ -13,7 +13,8 @@ from detectres.config import compose_config
 from detectres.modeling.build import build_model
 from detectres.weights import load_weights_into, read_weights
 
-from detectron2_weights import FIXTURE, detectron2_state, gradient_errors, reference_training_step, write_model_zoo_pkl
+from detectron2_weights import (FIXTURE, all_cores, detectron2_state, gradient_errors, reference_training_step,
+                                write_model_zoo_pkl)
 from test_detectron2_fixture import assert_detection_sets_match, match_proposals, rel_err
 from test_detectron2_train import KEEP_ALL
 
@@ -43,7 +44,7 @@ def staged(converted):
     inputs = [{"image": torch.as_tensor(hwc).permute(2, 0, 1), "height": int(ref["orig_hw"][0]),
                "width": int(ref["orig_hw"][1])}]
     out = {}
-    with torch.no_grad():
+    with torch.no_grad(), all_cores():
         images = model.preprocess(inputs)
         out["input_shape"] = tuple(images.tensor.shape)
         out["levels"] = feats = model.backbone(images.tensor)
@@ -120,7 +121,8 @@ def test_full_pipeline_from_jpeg(converted):
     ref = torch.load(os.path.join(FPN, "ref_R50_FPN.pt"), weights_only=True)
     det = Detector.from_config("r50_fpn", weights=converted, overrides=OVERRIDES, device="cpu")
     assert det.class_names[0] == "person" and len(det.class_names) == 80
-    out = det.predict(cv2.imread(os.path.join(FIXTURE, "img.jpg")))
+    with all_cores():
+        out = det.predict(cv2.imread(os.path.join(FIXTURE, "img.jpg")))
     assert_detection_sets_match(ref["det_boxes"], ref["det_scores"], ref["det_classes"],
                                 torch.from_numpy(out["boxes"]), torch.from_numpy(out["scores"]),
                                 torch.from_numpy(out["labels"]), iou=0.99, score_tol=1e-3, coord_tol=0.01)
