@@ -25,13 +25,12 @@ _STATES: dict = {}
 def detectron2_state(seed=0, schema=None, schema_file="schema_R50_C4.json"):
     """The fixture weights: Detectron2 names in ``schema`` (or ``schema_file``'s) order, filled by make_weights.py.
     A schema file's weights are made once per session (several test modules use them; do not modify them)."""
-    if schema is None and (seed, schema_file) not in _STATES:
-        _STATES[(seed, schema_file)] = detectron2_state(seed, make_weights_module().load_schema(
-            os.path.join(FIXTURE, schema_file)))
-    if schema is None:
-        return _STATES[(seed, schema_file)]
     mw = make_weights_module()
-    return mw.make_state_dict(schema, seed, rpn_head_std=0.01, verbose=False)
+    if schema is not None:
+        return mw.make_state_dict(schema, seed, rpn_head_std=0.01, verbose=False)
+    if (seed, schema_file) not in _STATES:
+        _STATES[(seed, schema_file)] = detectron2_state(seed, mw.load_schema(os.path.join(FIXTURE, schema_file)))
+    return _STATES[(seed, schema_file)]
 
 
 def write_model_zoo_pkl(path, state=None) -> str:

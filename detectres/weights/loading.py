@@ -216,10 +216,10 @@ def place_backbone_weights(model: nn.Module, state_dict: dict[str, torch.Tensor]
         return state_dict
     moved = {}
     for key, value in state_dict.items():
-        for old in ("roi_heads.", "backbone."):
-            if key.startswith(old) and (old == "backbone." or key.startswith("roi_heads.res5.")):
-                key = "backbone.bottom_up." + key[len(old):]
-                break
+        if key.startswith("roi_heads.res5."):
+            key = "backbone.bottom_up." + key[len("roi_heads."):]
+        elif key.startswith("backbone."):
+            key = "backbone.bottom_up." + key[len("backbone."):]
         moved[key] = value
     return moved
 
