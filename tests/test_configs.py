@@ -169,36 +169,37 @@ def test_carried_overrides_replace_set_and_delete():
 
 
 def test_a_format_1_checkpoint_config_upgrades_and_builds():
-    """Checkpoints written before the backbone supplied the stride kept it in the config."""
-    from detectres.weights.restore import upgrade_stored_config
+    """Checkpoints written before the backbone supplied the stride kept it in the config (and, like every
+    config stored before format 3, the shipped YAML's interpolations)."""
+    from detectres.config import read_stored_config
 
-    old = OmegaConf.to_container(compose_config("train", ["model=quickstart"]), resolve=False)
+    old = OmegaConf.to_container(compose_config("train", ["model=quickstart", "runtime.output_dir=x"]), resolve=False)
     old.pop("config_format", None)
     old["model"]["rpn"]["anchor_generator"].pop("_partial_")
     old["model"]["rpn"]["anchor_generator"]["stride"] = 16
     old["model"]["roi_heads"]["pooler"].pop("_partial_")
     old["model"]["roi_heads"]["pooler"]["spatial_scale"] = 0.0625
     del old["data"]["class_names"]
-    new = upgrade_stored_config(old)
-    net = build_model(OmegaConf.create(new["model"]), num_classes=3)
+    new = read_stored_config(old, "format-1 checkpoint")
+    net = build_model(new["model"], num_classes=3)
     assert net.rpn.anchor_generator.strides == [16] and new["data"]["class_names"] is None
     assert "stride" in old["model"]["rpn"]["anchor_generator"]  # the stored dict itself is left as read
     assert inspect.signature(type(net.roi_heads.pooler)).parameters["spatial_scale"].default is inspect.Parameter.empty
 
 
 def test_the_oldest_checkpoint_configs_get_the_defaults_their_code_assumed():
-    from detectres.weights.restore import upgrade_stored_config
+    from detectres.config import read_stored_config
 
-    old = OmegaConf.to_container(compose_config("train", ["model=quickstart"]), resolve=False)
+    old = OmegaConf.to_container(compose_config("train", ["model=quickstart", "runtime.output_dir=x"]), resolve=False)
     for key in ("config_format",):
         old.pop(key, None)
     del old["input"]["interpolation"], old["data"]["evaluator"], old["data"]["generate"], old["data"]["checks"]
     for split in ("train", "val"):
         del old["data"][split]["checks"]
-    new = upgrade_stored_config(old)
+    new = read_stored_config(old, "oldest checkpoint")
     from detectres.config.schema import Data, validate
 
-    validate(OmegaConf.create(new).data, Data, "data")  # the upgraded recipe passes the schema
+    validate(new["data"], Data, "data")  # the upgraded recipe passes the schema
     assert new["input"]["interpolation"] == "bilinear" and new["data"]["generate"] is None
     assert new["data"]["evaluator"] == {"_target_": "detectres.evaluation.coco.COCOEvaluator", "_partial_": True}
 

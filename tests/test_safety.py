@@ -2,6 +2,7 @@
 call something is refused, naming the key, before anything is built - through every entry point."""
 import copy
 import os
+import pickle
 import subprocess
 import sys
 
@@ -26,26 +27,53 @@ def evil_node(marker) -> dict:
     return {"_target_": "builtins.open", "file": str(marker), "mode": "w"}
 
 
+def escaped_payload(m) -> str:
+    """The reported attack: an escaped interpolation that Hydra's resolution unescapes and then runs."""
+    return "\\${oc.create:{_target_: builtins.open, file: '" + str(m) + "', mode: w}}"
+
+
+def put(node: dict, **values) -> None:
+    node.update(values)
+
+
 # where the crafted node goes, and the key the refusal must name
 CRAFTS = {
-    "model": (lambda c, m: c["model"].update(backbone=evil_node(m)), "model.backbone._target_"),
-    "dataset": (lambda c, m: c["data"]["val"].update(checks=evil_node(m)), "data.val.checks._target_"),
-    "generator": (lambda c, m: c["data"].update(generate=evil_node(m)), "data.generate._target_"),
-    "evaluator": (lambda c, m: c["data"]["evaluator"].update(metric=evil_node(m)), "data.evaluator.metric._target_"),
-    "test_time": (lambda c, m: c.update(test={"_target_": "detectres.modeling.tta.TestTimeDetector",
-                                             "_partial_": True, "refine": evil_node(m)}), "test.refine._target_"),
-    "args": (lambda c, m: c["model"].update(backbone={"_target_": "builtins.open", "_args_": [str(m), "w"]}),
+    "model": (lambda c, m: put(c["model"], backbone=evil_node(m)), "model.backbone._target_"),
+    "dataset": (lambda c, m: put(c["data"]["val"], checks=evil_node(m)), "data.val.checks._target_"),
+    "generator": (lambda c, m: put(c["data"], generate=evil_node(m)), "data.generate._target_"),
+    "evaluator": (lambda c, m: put(c["data"]["evaluator"], metric=evil_node(m)), "data.evaluator.metric._target_"),
+    "test_time": (lambda c, m: put(c, test={"_target_": "detectres.modeling.tta.TestTimeDetector",
+                                           "_partial_": True, "refine": evil_node(m)}), "test.refine._target_"),
+    "args": (lambda c, m: put(c["model"], backbone={"_target_": "builtins.open", "_args_": [str(m), "w"]}),
              "model.backbone"),
-    "resolver": (lambda c, m: c["model"].update(
-        backbone=f"${{oc.create:{{_target_: builtins.open, file: '{m}', mode: w}}}}"), "model.backbone: interpolation"),
-    "interpolated_target": (lambda c, m: c["model"]["backbone"].update(_target_="${data.name}")
-                            or c["data"].update(name="builtins.open"), "model.backbone._target_"),
+    "resolver": (lambda c, m: put(c["model"], backbone=f"${{oc.create:{{_target_: builtins.open, file: '{m}', mode: w}}}}"),
+                 "sets model.backbone: "),
+    "interpolated_target": (lambda c, m: put(c["model"]["backbone"], _target_="${data.name}")
+                            or put(c["data"], name="builtins.open"), "model.backbone._target_"),
     # a detectres function that writes files, away from the one place it belongs (data.generate)
-    "misplaced_generator": (lambda c, m: c["model"].update(backbone={
+    "misplaced_generator": (lambda c, m: put(c["model"], backbone={
         "_target_": "detectres.data.datasets.shapes.ensure_shapes_dataset", "root": str(m)}),
         "model.backbone._target_"),
-    "env_secret": (lambda c, m: c["data"]["val"].update(image_dir="/x/${oc.env:SECRET_TOKEN}"),
-                   "data.val.image_dir: oc.env may read DETECTRES_* and HOME only"),
+    "env_secret": (lambda c, m: put(c["data"]["val"], image_dir="/x/${oc.env:SECRET_TOKEN}"), "data.val.image_dir"),
+    # escaped, doubly escaped and nested interpolations, oc.decode, an interpolated key
+    "escaped_generate": (lambda c, m: put(c["data"]["generate"], root=escaped_payload(m)), "data.generate.root"),
+    "escaped_env": (lambda c, m: put(c["data"], root="\\${oc.env:PATH}"), "data.root"),
+    "doubly_escaped": (lambda c, m: put(c["data"]["val"], ann_file="\\\\${oc.env:PATH}"), "data.val.ann_file"),
+    "nested": (lambda c, m: put(c["data"], root="${oc.env:DETECTRES_CACHE,${oc.create:{_target_: builtins.open, "
+                                            f"file: '{m}', mode: w}}}}}}/shapes_v1"), "data.root"),
+    "decode": (lambda c, m: put(c["model"]["rpn"], nms_thresh="${oc.decode:'{_target_: builtins.open, file: "
+                                                            f"{m}, mode: w}}'}}"), "model.rpn.nms_thresh"),
+    "interpolated_key": (lambda c, m: put(c["data"], **{"${oc.env:PATH}": 1}), "data.${oc.env:PATH}"),
+    # a config stored before format 3 that looks like a shipped interpolation but is not one
+    "legacy_lookalike": (lambda c, m: put(c, config_format=2) or put(c["data"], root=(
+        "${oc.env:DETECTRES_CACHE,${oc.env:HOME}/.cache/detectres}/shapes_v1${oc.env:PATH}")), "data.root"),
+    "legacy_misplaced": (lambda c, m: put(c, config_format=2) or put(c["model"], pixel_mean="${data.root}"),
+                         "model.pixel_mean"),
+    # the typed joins: a suffix with an interpolation, a join onto a place that is not a data path
+    "join_suffix": (lambda c, m: c["joins"].update({"data.root": {"base": "cache", "suffix": "/${oc.env:PATH}"}}),
+                    "sets joins: data.root: suffix"),
+    "join_place": (lambda c, m: c["joins"].update({"model.backbone._target_": {"base": "data.root", "suffix": ""}}),
+                   "sets joins: 'model.backbone._target_'"),
 }
 
 
@@ -83,6 +111,12 @@ def run_entry(entry, path, folder, shapes_overrides):
     out = f"runtime.output_dir={folder / 'out'}"
     if entry == "python_api":
         return Detector.from_checkpoint(path, device="cpu")
+    if entry == "pkl":  # a detectres-format .pkl (plain containers in a pickle, no torch objects)
+        state = torch.load(path, weights_only=True)
+        pkl = path.replace(".pth", ".pkl")
+        with open(pkl, "wb") as f:
+            pickle.dump({"model": {}, "config": state["config"]}, f)
+        return Detector.from_checkpoint(pkl, device="cpu")
     if entry == "predict":
         overrides = [f"checkpoint={path}", out]
         return predict(compose_config("predict", overrides), overrides)
@@ -103,34 +137,48 @@ def run_entry(entry, path, folder, shapes_overrides):
     raise ValueError(entry)
 
 
-ENTRIES = ["python_api", "predict", "test_net", "demo", "model_weights", "resume"]
+ENTRIES = ["python_api", "pkl", "predict", "test_net", "demo", "model_weights", "resume"]
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
 @pytest.mark.parametrize("kind", sorted(CRAFTS))
 def test_crafted_checkpoint_is_refused_everywhere(good, tmp_path, shapes_overrides, entry, kind):
     path, marker = crafted(good, tmp_path, kind)
-    with pytest.raises(UnsafeConfigError, match=rf"refusing .*evil_{kind}\.pth|refusing .*model_0000001\.pth") as err:
+    with pytest.raises(UnsafeConfigError, match=rf"refusing .*evil_{kind}\.p(th|kl)|refusing .*model_0000001\.pth") as err:
         run_entry(entry, path, tmp_path, shapes_overrides)
     assert CRAFTS[kind][1] in str(err.value)
     assert not os.path.exists(marker)
 
 
-def test_the_attacks_are_real_without_the_check(good, tmp_path, monkeypatch):
-    """Without the check, the crafted model node runs its code while the model is rebuilt: the test
-    above would catch a restore path that skipped it."""
-    import detectres.weights.loading as loading
+def test_the_attacks_are_real_and_a_second_layer_holds(good, tmp_path, monkeypatch):
+    """The crafted configs are real attacks: Hydra's instantiate, given the stored node (the model one) or
+    the reported escaped string resolved as OmegaConf would, runs their code. Without the reader's check,
+    the restricted builder still imports nothing undeclared."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
-    monkeypatch.setattr(loading, "check_stored_config", lambda *args, **kwargs: None)
+    import detectres.weights.loading as loading
+    from detectres.config.schema import ConfigError
+
+    state, _ = good
+    for kind in ("model", "escaped_generate"):
+        evil = copy.deepcopy(state["config"])
+        marker = tmp_path / f"{kind}.txt"
+        CRAFTS[kind][0](evil, marker)
+        node = evil["model"]["backbone"] if kind == "model" else {"root": evil["data"]["generate"]["root"]}
+        resolved = OmegaConf.to_container(OmegaConf.create({"n": node}), resolve=True)["n"]
+        if kind == "escaped_generate":  # the escape is gone after one resolution; Hydra resolves again
+            resolved = OmegaConf.to_container(OmegaConf.create(resolved), resolve=True)
+        try:
+            instantiate(resolved)
+        except Exception:
+            pass
+        assert os.path.exists(marker), kind
+    monkeypatch.setattr(loading, "read_stored_config", lambda config, *args, **kwargs: config)
     path, marker = crafted(good, tmp_path, "model")
-    with pytest.raises(Exception):
+    with pytest.raises(ConfigError, match=r"model.backbone._target_='builtins.open': not a detectres constructor"):
         Detector.from_checkpoint(path, device="cpu")
-    assert os.path.exists(marker)
-    os.remove(marker)
-    path, marker = crafted(good, tmp_path, "resolver")
-    with pytest.raises(Exception):
-        Detector.from_checkpoint(path, device="cpu")
-    assert os.path.exists(marker)
+    assert not os.path.exists(marker)
 
 
 def test_the_project_own_configs_pass_and_a_good_checkpoint_restores(good):
@@ -142,14 +190,14 @@ def test_the_project_own_configs_pass_and_a_good_checkpoint_restores(good):
     det = Detector.from_checkpoint(str(folder / "model_final.pth"), device="cpu")
     assert det.class_names == ["circle", "rectangle", "triangle"]
     # every _target_ in the project's YAML is on the allowlist
-    from detectres.config.safety import ALLOWED_TARGETS, PLACED_TARGETS
+    from detectres.config.targets import DECLARED_TARGETS, PLACED_TARGETS
 
     targets = set()
     for root, _, files in os.walk(CONFIG_DIR):
         for f in files:
             targets.update(line.split(":", 1)[1].strip() for line in open(os.path.join(root, f))
                            if line.strip().startswith("_target_:"))
-    assert targets == ALLOWED_TARGETS | set(PLACED_TARGETS)
+    assert targets == DECLARED_TARGETS | set(PLACED_TARGETS)
 
 
 @pytest.mark.parametrize("tool", ["test_net", "predict", "demo", "resume"])
@@ -186,7 +234,7 @@ def test_the_generator_never_replaces_a_folder_it_did_not_write(tmp_path):
 
 def test_your_own_targets_and_interpolations_restore(tmp_path):
     """A run's own classes (from its command line) and interpolations do not lock it out of its checkpoints."""
-    from detectres.config.safety import targets_in
+    from detectres.config.targets import targets_in
     from detectres.engine.checkpoint import Checkpointer
 
     own = {"model": {"_target_": "mypkg.Net", "depth": 3}, "data": {"root": "/d"}}
@@ -200,10 +248,12 @@ def test_your_own_targets_and_interpolations_restore(tmp_path):
     other = {"model": {"_target_": "detectres.modeling.detector.FasterRCNN"}}
     with pytest.raises(UnsafeConfigError, match="refusing .*model_0000001.pth"):
         Checkpointer(str(tmp_path), model=torch.nn.Linear(2, 2), extra={"config": other}).resume()
-    # an interpolation a restore would refuse is stored resolved
+    # a checkpoint stores literal values: the user's own interpolations resolved, the shipped ones as joins
     cfg = compose_config("train", ["data.root=${oc.env:SOME_OTHER_VAR,/tmp/elsewhere}/d", "runtime.output_dir=x"])
     stored = checkpoint_config(cfg)
-    assert stored["data"]["root"] == "/tmp/elsewhere/d" and stored["data"]["train"]["image_dir"] == "${data.root}/train"
+    assert stored["data"]["root"] == "/tmp/elsewhere/d" and stored["data"]["train"]["image_dir"] == "/tmp/elsewhere/d/train"
+    assert stored["joins"]["data.train.image_dir"] == {"base": "data.root", "suffix": "/train"}
+    assert "data.root" not in stored["joins"]
     check_stored_config(stored, "own")
 
 

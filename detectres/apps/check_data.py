@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 from omegaconf import DictConfig, OmegaConf
 
-from detectres.config import instantiate_target
+from detectres.config.builder import build
 from detectres.data.build import prepare_data
 from detectres.data.checks import DataCheckError, DataReport
 
@@ -16,7 +16,7 @@ from detectres.data.checks import DataCheckError, DataReport
 def load_report(cfg: DictConfig, split: str) -> tuple[DataReport | None, int, str]:
     """(report, images kept, error) for one split, the images read at ``cfg.scan`` level."""
     try:
-        dataset = instantiate_target(cfg.data[split], transforms=None)
+        dataset = build(cfg.data[split], f"data.{split}", transforms=None)
     except DataCheckError as e:
         return e.report, 0, str(e)
     except (FileNotFoundError, ValueError, KeyError) as e:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from detectres.apps.demo.sources import SourceError
 from detectres.apps.schemas import validate_tool_config
 from detectres.config import CONFIG_DIR, compose_config, task_overrides
+from detectres.config.targets import targets_in, trust_composed
 from detectres.utils.file_io import disk_full_cause
 
 DEBUG_ENV = "DETECTRES_DEBUG"
@@ -102,6 +103,7 @@ def run_app(config_name: str, app: Callable[[DictConfig, list[str]], Any], cfg: 
     Ctrl-C, 143 after SIGTERM, once every ``with`` has unwound: locks released, outputs closed)."""
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
+        trust_composed(targets_in(cfg))  # the user's own classes, from their YAML or command line
         validate_tool_config(config_name, cfg)
         result = app(cfg, task_overrides())
     except KeyboardInterrupt as e:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
+from detectres.config.builder import build
 from detectres.data.build import build_dataset
 from detectres.data.loader import build_test_loader
 from detectres.evaluation.evaluator import build_evaluator, evaluate_detector
@@ -51,7 +51,7 @@ def test_time_model(composed: DictConfig, restored: RestoredModel) -> nn.Module:
         if any(cfg.test[k] is not None for k in ("refine", "multiscale", "tta")):
             raise ValueError("ensemble= works with test=baseline only")
         return EnsembleDetector([restored.model, *(ensemble_member(composed, restored, p) for p in cfg.ensemble)])
-    return instantiate(cfg.test)(model=restored.model, min_size=cfg.input.min_size_test,
+    return build(cfg.test, "test")(model=restored.model, min_size=cfg.input.min_size_test,
                                  max_size=cfg.input.max_size_test, interpolation=cfg.input.interpolation)
 
 

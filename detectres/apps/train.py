@@ -8,10 +8,9 @@ from __future__ import annotations
 import logging
 import os
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from detectres.config import checkpoint_config
+from detectres.config import build, checkpoint_config
 from detectres.data.build import build_datasets
 from detectres.data.loader import SkippedImageCounter, build_test_loader, build_train_loader
 from detectres.engine.checkpoint import Checkpointer
@@ -70,8 +69,8 @@ def train_process(cfg: DictConfig, rank: int, world: int) -> dict:
     threads = set_threads(cfg.runtime.num_threads, cfg.data.num_workers)
     train_set, val_set = build_datasets(cfg)
     model = restore_model(cfg, class_names=train_set.class_names, strict=cfg.strict_weights).model
-    optimizer = instantiate(s.optimizer)(model)
-    scheduler = instantiate(s.lr_scheduler)(optimizer)
+    optimizer = build(s.optimizer, "solver.optimizer")(model)
+    scheduler = build(s.lr_scheduler, "solver.lr_scheduler")(optimizer)
     scaler = grad_scaler(cfg.runtime.amp, model.device.type)
     record = {"config": checkpoint_config(cfg), "class_names": train_set.class_names,
               "data_identity": train_set.identity()}

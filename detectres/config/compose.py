@@ -1,34 +1,25 @@
 """Composing the project's Hydra YAML (``configs/``) outside of ``@hydra.main``, and what a checkpoint stores.
 
-The YAML mirrors the constructors: every node with a ``_target_`` is built by Hydra's ``instantiate``
-from the keyword arguments beside it. Two keys are not constructor arguments: ``model.weights`` (a
-file loaded after building, see :mod:`detectres.weights.restore`) and ``model.num_classes`` when null
-(filled from the class names).
+The YAML mirrors the constructors: every node with a ``_target_`` is built by the restricted builder
+(:mod:`detectres.config.builder`) from the keyword arguments beside it. Two keys are not constructor
+arguments: ``model.weights`` (a file loaded after building, see :mod:`detectres.weights.restore`) and
+``model.num_classes`` when null (filled from the class names).
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.initialize import get_gh_backup, restore_gh_from_backup
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from detectres.config.safety import interpolation_problem
-
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
-PROJECT_ROOT = PACKAGE_DIR.parent
-# An installed package (wheel, ``pip install .``) carries the configs and the sample data inside it; a
-# source checkout (and an editable install) reads them from the project's ``configs/`` and ``tests/data/``.
-CONFIG_DIR = next((d for d in (PACKAGE_DIR / "configs", PROJECT_ROOT / "configs") if d.is_dir()), PROJECT_ROOT / "configs")
-DATA_DIR = next((d for d in (PACKAGE_DIR / "samples", PROJECT_ROOT / "tests" / "data") if d.is_dir()),
-                PROJECT_ROOT / "tests" / "data")
-# Bumped when the stored form of a config changes; older checkpoints are upgraded on restore.
-CONFIG_FORMAT = 2
+from detectres.config.paths import CONFIG_DIR, DATA_DIR, PACKAGE_DIR, PROJECT_ROOT  # noqa: F401 (re-exported)
+from detectres.config.portable import shipped_joins, walk
+from detectres.config.safety import CONFIG_FORMAT
+from detectres.config.schema import ConfigError
+from detectres.config.targets import targets_in, trust_composed
 
 
 def _register_resolvers() -> None:
@@ -64,6 +55,7 @@ def compose_config(config_name: str = "train", overrides: list[str] | tuple[str,
         _composed_hydra[0] = HydraConfig.instance().cfg
     with open_dict(cfg):
         del cfg["hydra"]
+    trust_composed(targets_in(cfg))  # the user's own classes, from their YAML or command line
     return cfg
 
 
@@ -73,35 +65,17 @@ def task_overrides() -> list[str]:
 
 
 def checkpoint_config(cfg: DictConfig) -> dict[str, Any]:
-    """The config a checkpoint stores: interpolations kept, so an override such as ``data.root=/new``
-    still reaches ``data.val.image_dir`` when the checkpoint is evaluated; the ``runtime`` node (which
-    depends on the Hydra run) resolved, and so is any interpolation a restore would refuse (another
-    resolver, ``oc.env`` on another variable). A restore never takes ``runtime`` from a checkpoint."""
-    out = OmegaConf.to_container(cfg, resolve=False)
-    out["runtime"] = OmegaConf.to_container(cfg.runtime, resolve=True)
+    """The config a checkpoint stores: every value resolved now (a stored config is literal data), plus
+    ``joins`` for the values the shipped YAML derives from a folder or from ``data.root`` (so a checkpoint
+    moved to another machine, or evaluated with ``data.root=/new``, finds its data; see
+    :mod:`detectres.config.portable`). A value that would read as an interpolation is refused here."""
+    out = OmegaConf.to_container(cfg, resolve=True)
+    for where, _, key, value in walk(out):
+        for text in (key, value):
+            if isinstance(text, str) and "${" in text:
+                raise ConfigError(f"{where}={value!r:.80}: a value containing '${{' cannot be stored in a checkpoint "
+                                  "(stored configs are literal)")
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    out["joins"] = shipped_joins(raw["data"] if "data" in raw else None)
     out["config_format"] = CONFIG_FORMAT
-    resolve_refused_interpolations(out, cfg)
     return out
-
-
-def resolve_refused_interpolations(node: Any, cfg: DictConfig, path: str = "") -> None:
-    """Replace, in the plain containers ``node``, each string a stored-config check would refuse by its
-    value in ``cfg`` (resolved now)."""
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-    for key, value in list(items):
-        where = f"{path}.{key}" if path else str(key)
-        if isinstance(value, str) and interpolation_problem(value):
-            node[key] = OmegaConf.select(cfg, where)
-        elif isinstance(value, (dict, list)):
-            resolve_refused_interpolations(value, cfg, where)
-
-
-def instantiate_target(node: Any, **kwargs: Any) -> Any:
-    """Hydra's ``instantiate``, except that a data error raised by the target itself (a missing file,
-    a bad value) comes out as raised: Hydra would wrap it with its message ``repr()``'d onto one line."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as e:
-        if isinstance(e.__cause__, (OSError, ValueError, KeyError)):
-            raise e.__cause__ from None
-        raise

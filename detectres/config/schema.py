@@ -25,10 +25,10 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
-from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from detectres.config.targets import TargetNotAllowed, resolve_target
 from detectres.utils.resize import INTERPOLATIONS
 
 
@@ -62,6 +62,17 @@ class Length:
 
     def __str__(self) -> str:
         return str(self.n)
+
+
+@dataclass(frozen=True)
+class MaxLength:
+    n: int
+
+    def ok(self, v) -> bool:
+        return len(v) <= self.n
+
+    def __str__(self) -> str:
+        return f"at most {self.n}"
 
 
 @dataclass(frozen=True)
@@ -99,7 +110,20 @@ NonNegativeInt = Annotated[int, Range(0)]
 PositiveFloat = Annotated[float, Range(0, lo_open=True)]
 NonNegativeFloat = Annotated[float, Range(0)]
 Fraction = Annotated[float, Range(0, 1)]  # probabilities, IoU and score thresholds
-Sizes = Annotated[list[PositiveInt], NonEmpty()]
+# Upper bounds on every value that sizes memory, disk or work: a config read from a checkpoint is data
+# from elsewhere, and a typo (an extra zero) should fail at once, not after an hour or a full disk.
+MAX_IMAGE_SIDE = 8192
+ImageSide = Annotated[int, Range(1, MAX_IMAGE_SIDE)]
+Sizes = Annotated[list[ImageSide], NonEmpty(), MaxLength(64)]
+Channels = Annotated[int, Range(1, 16384)]        # widths, stem, fc and pyramid channels
+PerImage = Annotated[int, Range(1, 100_000)]      # sampled anchors / RoIs, detections per image
+TopK = Annotated[int, Range(1, 1_000_000)]        # proposals kept before / after NMS
+ClassCount = Annotated[int, Range(1, 100_000)]
+Blocks = Annotated[int, Range(1, 64)]             # residual blocks in a stage
+GridSize = Annotated[int, Range(1, 64)]           # pooled RoI side, sampling points
+AnchorSize = Annotated[float, Range(0, MAX_IMAGE_SIDE, lo_open=True)]
+AspectRatio = Annotated[float, Range(0, 64, lo_open=True)]
+ClassNames = Annotated[list[str], NonEmpty(), MaxLength(100_000)]
 
 
 class Node:
@@ -146,7 +170,7 @@ def kind_of(option) -> str:
 def describe_list(items, constraints) -> str:
     """``a non-empty list of integers >= 1``, ``an increasing list of ...``, ``a list of 4 numbers > 0``."""
     elements = describe(typing.get_args(items)[0], plural=True) if typing.get_args(items) else "values"
-    count = [str(c) for c in constraints if isinstance(c, Length)]
+    count = [str(c) for c in constraints if isinstance(c, (Length, MaxLength))]
     adjectives = " ".join(str(c) for c in constraints if isinstance(c, (NonEmpty, Increasing)))
     head = f"{adjectives} list" if adjectives else "list"
     return f"{'an' if head[0] in 'aeiou' else 'a'} {head} of {' '.join([*count, elements])}"
@@ -162,7 +186,7 @@ def describe(hint, plural: bool = False) -> str:
         pattern = next((c for c in constraints if isinstance(c, Pattern)), None)
         if pattern is not None:
             return f"one of {pattern}"
-        return " ".join([describe(base, plural), *(str(c) for c in constraints if not isinstance(c, NonEmpty))])
+        return " ".join([describe(base, plural), *(str(c) for c in constraints if not isinstance(c, (NonEmpty, MaxLength)))])
     if origin in (Union, types.UnionType):
         return " or ".join(describe(a, plural) for a in args)
     if origin is Literal:
@@ -202,13 +226,23 @@ def fits(value, hint) -> bool:
     return hint is Any  # a node or a mapping is never a plain value
 
 
-def resolved(node: DictConfig, key, path: str, missing_ok: tuple[str, ...]):
-    """``node[key]`` with interpolations resolved; :data:`UNSET` for a ??? under ``missing_ok``; any other
-    missing or broken value is a :class:`ConfigError`."""
-    if OmegaConf.is_missing(node, key):
+MISSING = "???"
+
+
+def is_missing(node, key) -> bool:
+    """A ``???`` value: OmegaConf's mark in a DictConfig, the literal string in plain containers."""
+    return OmegaConf.is_missing(node, key) if isinstance(node, DictConfig) else node[key] == MISSING
+
+
+def resolved(node, key, path: str, missing_ok: tuple[str, ...]):
+    """``node[key]`` (a DictConfig's with interpolations resolved; plain containers are read as they are);
+    :data:`UNSET` for a ??? under ``missing_ok``; any other missing or broken value is a :class:`ConfigError`."""
+    if is_missing(node, key):
         if path.startswith(missing_ok):
             return UNSET
         raise ConfigError(f"{path}: missing (???); give {path}=VALUE")
+    if not isinstance(node, DictConfig):
+        return node[key]
     try:
         value = node[key]
         return OmegaConf.to_container(value, resolve=True) if isinstance(value, ListConfig) else value
@@ -217,23 +251,27 @@ def resolved(node: DictConfig, key, path: str, missing_ok: tuple[str, ...]):
         raise ConfigError(f"{path}: cannot resolve {OmegaConf.to_container(node)[key]!r}: {reason}") from None
 
 
-def check_value(value, hint, path: str, missing_ok: tuple[str, ...] = ()) -> None:
+def is_node(value) -> bool:
+    return isinstance(value, (DictConfig, dict))
+
+
+def check_value(value, hint, path: str, missing_ok: tuple[str, ...] = (), trusted=None) -> None:
     """Raise :class:`ConfigError` unless ``value`` fits ``hint`` (recursing into nested nodes)."""
     options = options_of(hint)
     if value is UNSET or hint is Any:
-        if isinstance(value, DictConfig) and "_target_" in value:
-            validate(value, Node, path, missing_ok)
+        if is_node(value) and "_target_" in value:
+            validate(value, Node, path, missing_ok, trusted=trusted)
         return
     if value is None:
         if type(None) not in options:
             raise ConfigError(f"{path}=null: must be {describe(hint)}")
         return
-    if isinstance(value, DictConfig):
+    if is_node(value):
         nodes = [unwrap(o) for o in options if kind_of(o) == "node"]
         if nodes:
             schema = next((o for o in nodes if isinstance(o, type) and (issubclass(o, Node) or
                                                                         dataclasses.is_dataclass(o))), Node)
-            validate(value, schema, path, missing_ok)
+            validate(value, schema, path, missing_ok, trusted=trusted)
         elif not any(kind_of(o) == "mapping" for o in options):
             raise ConfigError(f"{path}: must be {describe(hint)}, not a config node")
         return
@@ -241,50 +279,66 @@ def check_value(value, hint, path: str, missing_ok: tuple[str, ...] = ()) -> Non
         raise ConfigError(f"{path}={value!r}: must be {describe(hint)}")
 
 
-def target_hints(target: str, path: str) -> tuple[dict[str, Any], inspect.Signature, Any]:
+def target_hints(target, path: str, trusted=None) -> tuple[dict[str, Any], inspect.Signature, Any]:
+    """The type hints and signature of the constructor ``target`` names; only an allowed target is imported
+    (:func:`detectres.config.targets.resolve_target`)."""
     try:
-        obj = get_object(target)
+        obj = resolve_target(target, path, trusted)
+    except TargetNotAllowed as e:
+        raise ConfigError(str(e)) from None
+    try:
         fn = obj.__init__ if inspect.isclass(obj) else obj
         return typing.get_type_hints(fn, include_extras=True), inspect.signature(obj), obj
     except Exception as e:
-        raise ConfigError(f"{path}._target_={target!r}: cannot import it or read its signature ({e})") from None
+        raise ConfigError(f"{path}._target_={target!r}: cannot read its signature ({e})") from None
 
 
-def check_arguments(obj, node: DictConfig, path: str) -> None:
+def plain(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def check_arguments(obj, node, path: str) -> None:
     """The constructor's own rules across its arguments: a dataclass is built (``__post_init__``), a class
     with a ``check_args`` static method has it called with the node's values."""
     check = obj if dataclasses.is_dataclass(obj) else getattr(obj, "check_args", None)
     if check is None:
         return
-    values = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")}
+    values = {k: v for k, v in plain(node).items() if not k.startswith("_")}
     try:
         check(**values)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"{path}: {e}") from None
 
 
-def validate_target(node: DictConfig, path: str, kind: type[Node] = Node, missing_ok: tuple[str, ...] = ()) -> None:
-    hints, signature, obj = target_hints(node._target_, path)
+def validate_target(node, path: str, kind: type[Node] = Node, missing_ok: tuple[str, ...] = (), trusted=None) -> None:
+    hints, signature, obj = target_hints(node["_target_"], path, trusted)
     hints = {**hints, **kind.extra, **{k: Union[hints.get(k, Any), None] for k in kind.nullable}}
     takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
     for key in node:
-        if key in ("_target_", "_partial_"):
-            continue
         where = f"{path}.{key}" if path else key
+        if key == "_target_":
+            continue
+        if key == "_partial_":
+            if not isinstance(resolved(node, key, where, ()), bool):
+                raise ConfigError(f"{where}: must be true or false")
+            continue
+        if key.startswith("_") and key.endswith("_"):
+            raise ConfigError(f"{where}: Hydra key {key} is not supported (only _target_ and _partial_)")
         if key not in signature.parameters and key not in kind.extra and not takes_kwargs:
-            raise ConfigError(f"{where}: not a parameter of {node._target_} (it takes "
+            raise ConfigError(f"{where}: not a parameter of {node['_target_']} (it takes "
                               f"{', '.join(signature.parameters)})")
-        check_value(resolved(node, key, where, missing_ok), hints.get(key, Any), where, missing_ok)
-    if not any(OmegaConf.is_missing(node, k) for k in node):
+        check_value(resolved(node, key, where, missing_ok), hints.get(key, Any), where, missing_ok, trusted)
+    if not any(is_missing(node, k) for k in node):
         check_arguments(obj, node, path)
 
 
-def validate(node: DictConfig, schema, path: str = "", missing_ok: tuple[str, ...] = ()) -> None:
-    """Check ``node`` (a composed config or part of one) against ``schema`` (a dataclass, or :class:`Node`
-    for a ``_target_`` node); ``missing_ok``: paths where a ??? may stay unset. Raises :class:`ConfigError`."""
+def validate(node, schema, path: str = "", missing_ok: tuple[str, ...] = (), *, trusted=None) -> None:
+    """Check ``node`` (a composed config or part of one, or the same as plain containers) against ``schema``
+    (a dataclass, or :class:`Node` for a ``_target_`` node); ``missing_ok``: paths where a ??? may stay
+    unset; ``trusted``: place -> ``_target_`` the caller vouches for. Raises :class:`ConfigError`."""
     if "_target_" in node:
         validate_target(node, path, schema if isinstance(schema, type) and issubclass(schema, Node) else Node,
-                        missing_ok)
+                        missing_ok, trusted)
     elif dataclasses.is_dataclass(schema):
         hints = typing.get_type_hints(schema, include_extras=True)
         required = {f.name for f in dataclasses.fields(schema)
@@ -293,7 +347,7 @@ def validate(node: DictConfig, schema, path: str = "", missing_ok: tuple[str, ..
             where = f"{path}.{key}" if path else key
             if key not in hints:
                 raise ConfigError(f"{where}: unknown key (allowed here: {', '.join(hints)})")
-            check_value(resolved(node, key, where, missing_ok), hints[key], where, missing_ok)
+            check_value(resolved(node, key, where, missing_ok), hints[key], where, missing_ok, trusted)
         absent = sorted(required - set(node))
         if absent:
             raise ConfigError(f"{path or 'the config'}: missing {', '.join(absent)}")
@@ -347,9 +401,9 @@ class Runtime:
 @dataclass
 class Input:
     min_size_train: Sizes
-    max_size_train: PositiveInt
-    min_size_test: PositiveInt
-    max_size_test: PositiveInt
+    max_size_train: ImageSide
+    min_size_test: ImageSide
+    max_size_test: ImageSide
     random_flip: Fraction
     interpolation: Literal[INTERPOLATIONS]  # type: ignore[valid-type]
 
@@ -360,10 +414,10 @@ class Data:
     val: Node
     evaluator: Node
     checks: dict
-    num_workers: NonNegativeInt
+    num_workers: Annotated[int, Range(0, 256)]
     root: str | None = None
     generate: Node | None = None
-    class_names: Annotated[list[str], NonEmpty()] | None = None
+    class_names: ClassNames | None = None
 
 
 @dataclass

@@ -5,7 +5,7 @@ import logging
 
 from omegaconf import DictConfig
 
-from detectres.config import instantiate_target
+from detectres.config.builder import build
 from detectres.data.datasets.base import DetectionDataset
 from detectres.data.transforms import build_transforms
 
@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 def prepare_data(data_cfg: DictConfig) -> None:
     """Run the dataset's ``generate`` step if it has one (the embedded shapes are made on first use)."""
     if data_cfg.generate is not None:
-        instantiate_target(data_cfg.generate)
+        build(data_cfg.generate, "data.generate")
 
 
 def train_transforms(input_cfg: DictConfig):
@@ -34,7 +34,7 @@ def build_dataset(cfg: DictConfig, split: str, resize: bool = True) -> Detection
     summary is logged; in training an image that fails to load is replaced by the next one."""
     prepare_data(cfg.data)
     transforms = train_transforms(cfg.input) if split == "train" else test_transforms(cfg.input)
-    dataset = instantiate_target(cfg.data[split], transforms=transforms if resize else None)
+    dataset = build(cfg.data[split], f"data.{split}", transforms=transforms if resize else None)
     dataset.substitute_bad_images = split == "train"
     log = logger.warning if dataset.report.problems else logger.info
     log("data check, %s split (%d images): %s", split, len(dataset), dataset.report.summary())

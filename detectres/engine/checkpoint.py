@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from detectres.config.safety import check_stored_config, targets_in
+from detectres.config.safety import read_stored_config
+from detectres.config.targets import targets_in
 from detectres.utils.comm import is_main_process
 from detectres.utils.file_io import atomic_torch_save, atomic_write_text, load_checkpoint
-from detectres.weights.restore import upgrade_stored_config
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def resume_differences(saved: dict, current: dict) -> list[str]:
     ``current`` records: the model config (the initial ``weights`` file aside), the class names in
     order, and the training data."""
     def model_of(state):
-        model = dict(upgrade_stored_config(state.get("config") or {}).get("model") or {})
+        model = dict((state.get("config") or {}).get("model") or {})
         model.pop("weights", None)
         return flat(model, "model")
 
@@ -150,7 +150,7 @@ class Checkpointer:
             return 0
         state = load_checkpoint(path)
         if state.get("config") is not None:  # a tampered file is refused, not resumed
-            check_stored_config(state["config"], path, trusted=targets_in(self.extra.get("config") or {}))
+            state["config"] = read_stored_config(state["config"], path, trusted=targets_in(self.extra.get("config") or {}))
         differences = resume_differences(state, self.extra)
         if differences and not allow_changes:
             raise ResumeMismatchError(f"cannot resume from {path}: it was written by a different run "

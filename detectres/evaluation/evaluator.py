@@ -9,7 +9,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from detectres.config import instantiate_target
+from detectres.config.builder import build
 from detectres.data.datasets.base import DetectionDataset
 from detectres.utils.amp import autocast_context
 from detectres.utils.comm import all_gather_objects, broadcast_object, is_main_process
@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 def build_evaluator(data_cfg: DictConfig, dataset: DetectionDataset):
     """The evaluator ``data.evaluator`` names (a ``_partial_`` node: COCO's or VOC's) for ``dataset``."""
-    return instantiate_target(data_cfg.evaluator)(dataset=dataset)
+    return build(data_cfg.evaluator, "data.evaluator")(dataset=dataset)
 
 
 def run_inference(model: torch.nn.Module, loader: Iterable, autocast: bool | str) -> tuple[list, float, int, int]:

@@ -11,7 +11,7 @@ from typing import Annotated
 import torch
 from torch import Tensor, nn
 
-from detectres.config.schema import Fraction, NonEmpty, PositiveFloat, PositiveInt
+from detectres.config.schema import AnchorSize, AspectRatio, Fraction, MaxLength, NonEmpty, PositiveInt
 
 
 def make_cell_anchors(sizes: list[float], aspect_ratios: list[float]) -> Tensor:
@@ -35,8 +35,9 @@ class AnchorGenerator(nn.Module):
     has ``len(sizes) * len(aspect_ratios)`` anchors per cell, so one RPN head serves them all.
     """
 
-    def __init__(self, *, sizes: Annotated[list[PositiveFloat], NonEmpty()] | Annotated[list[list[PositiveFloat]], NonEmpty()],
-                 aspect_ratios: Annotated[list[PositiveFloat], NonEmpty()],
+    def __init__(self, *, sizes: Annotated[list[AnchorSize], NonEmpty(), MaxLength(64)]
+                 | Annotated[list[Annotated[list[AnchorSize], MaxLength(64)]], NonEmpty(), MaxLength(16)],
+                 aspect_ratios: Annotated[list[AspectRatio], NonEmpty(), MaxLength(64)],
                  strides: Annotated[list[PositiveInt], NonEmpty()], offset: Fraction = 0.0):
         super().__init__()
         per_level = level_sizes(list(sizes), len(strides))

@@ -20,7 +20,7 @@ from typing import Annotated, Callable, Literal
 import torch
 from torch import Tensor, nn
 
-from detectres.config.schema import Length, NonNegativeInt, PositiveFloat, PositiveInt
+from detectres.config.schema import ClassCount, Length, PositiveFloat, Range
 from detectres.modeling.backbones.fpn import FPN
 from detectres.modeling.backbones.resnet import ResNet, ResNetTrunk
 from detectres.modeling.postprocessing import detector_postprocess
@@ -51,11 +51,11 @@ class FasterRCNN(nn.Module):
         backbone: ResNet | FPN,
         rpn: Callable[..., RPN],
         roi_heads: Callable[..., ROIHeads],
-        num_classes: PositiveInt,
+        num_classes: ClassCount,
         pixel_mean: Annotated[list[float], Length(3)],
         pixel_std: Annotated[list[PositiveFloat], Length(3)],
         input_format: Literal["BGR", "RGB"] = "BGR",
-        size_divisibility: NonNegativeInt = 0,  # pad inputs to a multiple (FPN: of its coarsest stride, 32)
+        size_divisibility: Annotated[int, Range(0, 1024)] = 0,  # pad inputs to a multiple (FPN: of its coarsest stride, 32)
         channels_last: bool = True,
     ):
         super().__init__()

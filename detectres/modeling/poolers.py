@@ -2,13 +2,13 @@
 from the pyramid level that suits each box (FPN)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import Tensor, nn
 from torchvision.ops import roi_align, roi_pool
 
-from detectres.config.schema import NonNegativeInt, PositiveFloat, PositiveInt
+from detectres.config.schema import GridSize, PositiveFloat, Range
 from detectres.modeling.roi_align import roi_align_gather
 
 
@@ -23,10 +23,10 @@ class RoIPooler(nn.Module):
     def __init__(
         self,
         *,
-        output_size: PositiveInt = 14,
+        output_size: GridSize = 14,
         spatial_scale: PositiveFloat,
         kind: Literal["align", "pool"] = "align",
-        sampling_ratio: NonNegativeInt = 0,
+        sampling_ratio: Annotated[int, Range(0, 64)] = 0,
         aligned: bool = True,
     ):
         super().__init__()
@@ -96,9 +96,10 @@ class MultiLevelRoIPooler(nn.Module):
     given by the RoI heads from the backbone; boxes of 224 x 224 input pixels go to stride 16 (P4).
     """
 
-    def __init__(self, *, strides: list[int], output_size: PositiveInt = 7, kind: Literal["align", "pool"] = "align",
-                 sampling_ratio: NonNegativeInt = 0, aligned: bool = True, canonical_box_size: PositiveFloat = 224.0,
-                 canonical_level: PositiveInt = 4):
+    def __init__(self, *, strides: list[int], output_size: GridSize = 7, kind: Literal["align", "pool"] = "align",
+                 sampling_ratio: Annotated[int, Range(0, 64)] = 0, aligned: bool = True,
+                 canonical_box_size: Annotated[float, Range(0, 8192, lo_open=True)] = 224.0,
+                 canonical_level: Annotated[int, Range(1, 16)] = 4):
         super().__init__()
         levels = [int(s).bit_length() - 1 for s in strides]
         if any(2 ** lv != s for lv, s in zip(levels, strides)) or levels != list(range(levels[0], levels[0] + len(levels))):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
-from detectres.config.schema import Fraction, NonNegativeFloat, PositiveInt
+from detectres.config.schema import Channels, Fraction, NonNegativeFloat, PerImage, TopK
 from detectres.modeling.anchors import AnchorGenerator
 from detectres.modeling.box_coder import BoxCoder
 from detectres.modeling.features import feature_levels
@@ -74,18 +74,18 @@ class RPN(nn.Module):
         anchor_generator: Callable[..., AnchorGenerator],
         matcher: Matcher,
         box_coder: BoxCoder,
-        batch_size_per_image: PositiveInt = 256,
+        batch_size_per_image: PerImage = 256,
         positive_fraction: Fraction = 0.5,
-        pre_nms_topk_train: PositiveInt = 12000,
-        post_nms_topk_train: PositiveInt = 2000,
-        pre_nms_topk_test: PositiveInt = 6000,
-        post_nms_topk_test: PositiveInt = 300,
+        pre_nms_topk_train: TopK = 12000,
+        post_nms_topk_train: TopK = 2000,
+        pre_nms_topk_test: TopK = 6000,
+        post_nms_topk_test: TopK = 300,
         nms_thresh: Fraction = 0.7,
         min_box_size: NonNegativeFloat = 0.0,
         loss_weight: NonNegativeFloat = 1.0,
         box_reg_loss_weight: NonNegativeFloat = 1.0,
         smooth_l1_beta: NonNegativeFloat = 0.0,
-        head_channels: PositiveInt | None = None,
+        head_channels: Channels | None = None,
     ):
         super().__init__()
         self.anchor_generator = anchor_generator(strides=list(strides))

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from detectres.config.schema import Fraction, PositiveFloat, PositiveInt, Sizes
+from detectres.config.schema import Fraction, ImageSide, PositiveFloat, Sizes
 from detectres.modeling.detector import FasterRCNN
 from detectres.modeling.postprocessing import nonempty_detections
 from detectres.modeling.roi_heads.res5_head import Res5ROIHeads
@@ -49,7 +49,7 @@ class MultiScaleTesting:
     extent in input pixels, 14 x 16 = 224 for the paper's model)."""
 
     scales: Sizes = (200, 400, 600, 800, 1000)
-    proposal_scale: PositiveInt = 600
+    proposal_scale: ImageSide = 600
     canonical_size: PositiveFloat | None = 224
 
     def __post_init__(self):

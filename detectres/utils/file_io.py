@@ -9,6 +9,7 @@ import logging
 import os
 import pickle
 import tempfile
+import zipfile
 from typing import IO, Any, Callable
 
 import torch
@@ -87,8 +88,31 @@ def remove_stale_temp_files(directory: str) -> list[str]:
     return stale
 
 
+# A weight file may hold at most this many bytes of data per byte on disk (torch.save stores its zip
+# entries uncompressed, so a real file is ~1x; a compressed "zip bomb" is refused before it is read).
+INFLATION_LIMIT = 4
+
+
+class UnsafeFileError(ValueError):
+    """A weight file that would run code, or inflate far past its size; nothing in it was executed."""
+
+
+def check_zip_inflation(path: str) -> None:
+    """Refuse a zip-format torch file whose entries would unpack to more than :data:`INFLATION_LIMIT` x its size."""
+    size = os.path.getsize(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise ValueError(f"cannot load checkpoint {path} (cut short or corrupted?): not a readable zip ({e})") from None
+    if unpacked > INFLATION_LIMIT * max(size, 1):
+        raise UnsafeFileError(f"refusing to load {path}: its {size} bytes would unpack to {unpacked} "
+                              f"(more than {INFLATION_LIMIT}x the file; nothing was read)")
+
+
 def load_checkpoint(path: str) -> dict[str, Any]:
-    """Load a torch file with ``torch.load(weights_only=True)``: tensors and plain containers only."""
+    """Load a torch file with ``torch.load(weights_only=True)``: tensors and plain containers only, and no
+    more data than :data:`INFLATION_LIMIT` x the file's size."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     with open(path, "rb") as f:
@@ -96,13 +120,20 @@ def load_checkpoint(path: str) -> dict[str, Any]:
     if not (head.startswith(b"PK") or head.startswith(b"\x80")):
         raise ValueError(f"{path} is not a torch checkpoint: a file torch.save wrote starts with a zip or pickle "
                          f"header, this one with {head!r}")
+    if head.startswith(b"PK"):
+        check_zip_inflation(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        detail = next((line.strip().split(". ")[0] for line in str(e).splitlines() if "Unsupported" in line),
+        text = str(e)
+        if "unsupported" not in text.lower():
+            reason = next((ln.strip() for ln in text.splitlines() if ln.strip() and "Weights only load failed"
+                           not in ln), type(e).__name__)
+            raise ValueError(f"cannot load checkpoint {path} (cut short or corrupted?): {reason[:200]}") from None
+        detail = next((line.strip().split(". ")[0] for line in text.splitlines() if "unsupported" in line.lower()),
                       "not tensors and plain containers")
-        raise ValueError(f"refusing to load {path}: it holds Python objects that could run code "
-                         f"({detail.removeprefix('WeightsUnpickler error: ')}); nothing was executed") from e
+        raise UnsafeFileError(f"refusing to load {path}: it holds Python objects that could run code "
+                              f"({detail.removeprefix('WeightsUnpickler error: ')}); nothing was executed") from None
     except Exception as e:
-        reason = str(e).split(". ")[0].splitlines()[0]
-        raise ValueError(f"cannot load checkpoint {path} (cut short or corrupted?): {reason}") from e
+        reason = str(e).split(". ")[0].splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"cannot load checkpoint {path} (cut short or corrupted?): {reason}") from None

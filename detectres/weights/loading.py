@@ -16,10 +16,10 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from detectres.config.safety import check_stored_config
+from detectres.config.safety import check_bounds, check_class_names, read_stored_config
 from detectres.data.coco_names import COCO_CLASSES
 from detectres.modeling.backbones.fpn import FPN
-from detectres.utils.file_io import load_checkpoint
+from detectres.utils.file_io import INFLATION_LIMIT, UnsafeFileError, load_checkpoint
 from detectres.weights.detectron2 import convert_detectron2, is_detectron2_state
 from detectres.weights.msra import MSRA_BGR_MEAN, MSRA_STD, convert_msra_resnet
 from detectres.weights.safe_pickle import safe_load_pickle
@@ -61,6 +61,32 @@ class Weights:
         return self.meta.get("backbone_only", self.format in BACKBONE_FORMATS)
 
 
+REAL_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+COUNTERS = (torch.int64, torch.int32)   # BatchNorm's num_batches_tracked
+
+
+def check_tensors(state: dict, path: str) -> None:
+    """Refuse, naming the key, a state dict holding anything but tensors, a tensor of a type a detector
+    has no use for (complex, quantized, ...; integer counters only as ``num_batches_tracked``), values that
+    are not finite, or more data than :data:`INFLATION_LIMIT` x the file's size (tensors may share or
+    broadcast a small storage; what the model copies is their full size)."""
+    limit = INFLATION_LIMIT * max(os.path.getsize(path), 1)
+    total = 0
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise UnsafeFileError(f"refusing to load {path}: {key!r:.80} holds a {type(value).__name__}, not a tensor")
+        counter = key.endswith("num_batches_tracked") and value.dtype in COUNTERS
+        if value.dtype not in REAL_FLOATS and not counter:
+            raise UnsafeFileError(f"refusing to load {path}: {key} is a {value.dtype} tensor; weights are real "
+                                  "floating-point tensors")
+        total += value.numel() * value.element_size()
+        if total > limit:
+            raise UnsafeFileError(f"refusing to load {path}: its tensors hold more than {INFLATION_LIMIT}x the "
+                                  f"file's {os.path.getsize(path)} bytes (at {key}: {total} bytes)")
+        if not counter and not bool(torch.isfinite(value).all()):
+            raise UnsafeFileError(f"refusing to load {path}: {key} has values that are not finite (NaN or inf)")
+
+
 def read_raw(path: str):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path}")
@@ -95,7 +121,13 @@ def read_weights(path: str, format: str | None = None, *, trusted: Mapping[str, 
     """Read ``path`` in ``format`` (detected from the contents when None) into detectres names.
     ``trusted``: the caller's own config's targets by place, which a stored config may name too
     (see :func:`detectres.config.safety.check_stored_config`)."""
-    obj = read_raw(path)
+    weights = convert_weights(read_raw(path), path, format, trusted)
+    check_tensors(weights.state_dict, path)
+    return weights
+
+
+def convert_weights(obj, path: str, format: str | None, trusted: Mapping[str, str] | None) -> Weights:
+    """A file's contents (``obj``) in detectres names."""
     fmt = format or detect_format(obj, path)
     if fmt not in FORMATS:
         raise ValueError(f"unknown weight format {fmt!r}; expected one of {FORMATS}")
@@ -114,11 +146,14 @@ def read_weights(path: str, format: str | None = None, *, trusted: Mapping[str, 
 def read_detectres(obj: dict, path: str, trusted: Mapping[str, str] | None = None) -> Weights:
     """A detectres checkpoint: its stored config and class names are checked as data first."""
     state = obj["model"] if isinstance(obj.get("model"), dict) else obj
-    config, names = obj.get("config"), obj.get("class_names")
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a dict of weights, found {type(state).__name__}")
+    config = obj.get("config")
     if config is not None:
-        check_stored_config(config, path, trusted)
-    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
-        raise ValueError(f"{path}: class_names must be a list of strings, got {names!r:.80}")
+        config = read_stored_config(config, path, trusted)
+    names = check_class_names(obj.get("class_names"), path)
+    if obj.get("meta") is not None:
+        check_bounds(obj["meta"], f"{path} (meta)")
     meta = dict(obj.get("meta") or {})
     if config and isinstance(config.get("model"), dict):
         for key in ("input_format", "pixel_mean", "pixel_std"):

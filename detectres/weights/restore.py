@@ -12,18 +12,21 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from detectres.config import CONFIG_FORMAT, carry_overrides
-from detectres.config.safety import targets_in
+from detectres.config import carry_overrides, override_key
+from detectres.config.portable import apply_joins
 from detectres.config.schema import Data, Input, ModelNode, validate
+from detectres.config.targets import targets_in
 from detectres.data.build import dataset_class_names
 from detectres.modeling.build import build_model
 from detectres.utils.env import resolve_device
 from detectres.weights.loading import Weights, load_weights_into, read_weights
 
 RECIPE_NODES = ("model", "input", "data")
+# How a run executes, not what the model is: always the caller's, never a checkpoint's.
+EXECUTION_KEYS = ("data.num_workers", "model.channels_last")
 
 
 @dataclass
@@ -37,32 +40,18 @@ class RestoredModel:
     source: str | None
 
 
-# Recipe keys older checkpoints may lack, with the value their code assumed.
-RECIPE_DEFAULTS = {
-    "input": {"interpolation": "bilinear"},
-    "data": {"class_names": None, "generate": None, "checks": {},
-             "evaluator": {"_target_": "detectres.evaluation.coco.COCOEvaluator", "_partial_": True}},
-}
+class DictConfigAccess:
+    """Dotted get/set on a DictConfig, for :func:`detectres.config.portable.apply_joins`."""
 
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
 
-def upgrade_stored_config(config: dict) -> dict:
-    """A config stored by an older detectres in today's form: format 1 wrote the anchor stride and the
-    RoI pooler's spatial scale (today the backbone supplies them), and the oldest lack keys whose
-    defaults lived in code (:data:`RECIPE_DEFAULTS`)."""
-    if config.get("config_format", 1) >= CONFIG_FORMAT:
-        return config
-    config = copy.deepcopy(config)
-    model = config.get("model") or {}
-    for parent, child, key in (("rpn", "anchor_generator", "stride"), ("roi_heads", "pooler", "spatial_scale")):
-        node = (model.get(parent) or {}).get(child)
-        if isinstance(node, dict):
-            node.pop(key, None)
-            node["_partial_"] = True
-    for name, defaults in RECIPE_DEFAULTS.items():
-        if isinstance(config.get(name), dict):
-            for key, value in defaults.items():
-                config[name].setdefault(key, copy.deepcopy(value))
-    return config
+    def get(self, place: str):
+        value = OmegaConf.select(self.cfg, place)
+        return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+
+    def set(self, place: str, value) -> None:
+        OmegaConf.update(self.cfg, place, value, merge=False)
 
 
 def require_weights(cfg: DictConfig, action: str) -> None:
@@ -73,17 +62,28 @@ def require_weights(cfg: DictConfig, action: str) -> None:
 
 
 def read_for(cfg: DictConfig, path: str) -> Weights:
-    """``path`` read (and its stored config checked) with the targets of the caller's own ``cfg`` trusted."""
+    """``path`` read (its stored config read as checked, literal data) with the targets of the caller's own
+    ``cfg`` trusted at their places."""
     return read_weights(path, trusted=targets_in(cfg))
 
 
 def recipe_config(cfg: DictConfig, stored: dict, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """``cfg`` with a checkpoint's recipe nodes (``stored``, upgraded) in place of its own, then the
-    command-line ``overrides`` (already applied to ``cfg`` by Hydra) carried over on top."""
-    stored = upgrade_stored_config(stored)
+    """``cfg`` with a checkpoint's recipe nodes (``stored``: what :func:`read_stored_config` returned) in
+    place of its own, except :data:`EXECUTION_KEYS`; then the command-line ``overrides`` (already applied
+    to ``cfg`` by Hydra) carried over on top, and the stored ``joins`` computed for every place the command
+    line did not set (``data.root=/new`` moves the data paths joined to it)."""
     merged = OmegaConf.to_container(cfg, resolve=False)
-    merged.update({node: stored[node] for node in RECIPE_NODES if node in stored})
-    return carry_overrides(OmegaConf.create(merged), cfg, overrides)
+    merged.update({node: copy.deepcopy(stored[node]) for node in RECIPE_NODES if node in stored})
+    out = OmegaConf.create(merged)
+    for key in EXECUTION_KEYS:
+        if OmegaConf.select(out, key.rpartition(".")[0]) is not None:
+            OmegaConf.update(out, key, OmegaConf.select(cfg, key), merge=False, force_add=True)
+    out = carry_overrides(out, cfg, overrides)
+    try:
+        apply_joins(out, stored.get("joins") or {}, DictConfigAccess(out), skip=[override_key(o) for o in overrides])
+    except ValueError as e:
+        raise ValueError(f"cannot place the checkpoint's data paths: {e}") from None
+    return out
 
 
 def checked_recipe(cfg: DictConfig) -> DictConfig:

@@ -24,8 +24,9 @@ ALLOWED_GLOBALS = {
 }
 
 
-class UnsafePickleError(pickle.UnpicklingError):
-    """The file asks for something other than numpy arrays and plain containers."""
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
+    """The file asks for something other than numpy arrays and plain containers (a user error: the tools
+    report it in one line)."""
 
 
 class RestrictedUnpickler(pickle.Unpickler):

@@ -15,9 +15,10 @@ from typing import Annotated
 import cv2
 import numpy as np
 
-from detectres.config.schema import PositiveInt, Range
+from detectres.config.schema import Range
 
 CLASSES = ("circle", "rectangle", "triangle")
+MAX_IMAGES = 100_000  # per split: ~0.5 GB of 192 px PNGs
 VERSION = 1  # bump when the generator changes, so cached copies are rebuilt
 
 
@@ -125,8 +126,9 @@ def generated_spec(root: str) -> dict | None:
     return spec if isinstance(spec, dict) and "version" in spec else None
 
 
-def ensure_shapes_dataset(root: str, *, num_train: PositiveInt = 800, num_val: PositiveInt = 100,
-                          size: Annotated[int, Range(64)] = 192, seed: int = 0) -> str:
+def ensure_shapes_dataset(root: str, *, num_train: Annotated[int, Range(1, MAX_IMAGES)] = 800,
+                          num_val: Annotated[int, Range(1, MAX_IMAGES)] = 100, size: Annotated[int, Range(64, 2048)] = 192,
+                          seed: int = 0) -> str:
     """Generate the dataset under ``root`` unless an identical one is already there; returns ``root``.
 
     Written to a temporary folder and renamed into place, so an interrupted run never leaves a

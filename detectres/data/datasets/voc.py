@@ -18,7 +18,7 @@ from typing import Annotated, Mapping, Sequence
 import albumentations as A
 from tqdm import tqdm
 
-from detectres.config.schema import NonEmpty
+from detectres.config.schema import ClassNames, MaxLength, NonEmpty
 from detectres.data.datasets.base import DetectionDataset
 
 VOC_CLASSES = (
@@ -126,8 +126,8 @@ class VOCDataset(DetectionDataset):
         keep_difficult: also train on ``difficult`` objects (evaluation always ignores them).
     """
 
-    def __init__(self, *, root: str, image_sets: Annotated[list[str], NonEmpty()],
-                 class_names: Annotated[list[str], NonEmpty()] = VOC_CLASSES,
+    def __init__(self, *, root: str, image_sets: Annotated[list[str], NonEmpty(), MaxLength(64)],
+                 class_names: ClassNames = VOC_CLASSES,
                  keep_difficult: bool = False, transforms: A.Compose | None = None,
                  checks: Mapping[str, str] | None = None, filter_empty: bool = False):
         if not os.path.isdir(root):

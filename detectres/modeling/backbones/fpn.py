@@ -12,7 +12,7 @@ from typing import Annotated
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detectres.config.schema import NonEmpty, PositiveInt
+from detectres.config.schema import Channels, MaxLength, NonEmpty
 from detectres.modeling.backbones.resnet import STAGES, ResNet
 
 
@@ -33,8 +33,8 @@ class FPN(nn.Module):
         top_block: add P6 by max-pooling P5 (the RPN's largest anchors live there).
     """
 
-    def __init__(self, *, bottom_up: ResNet, in_stages: Annotated[list[str], NonEmpty()] = ("res2", "res3", "res4", "res5"),
-                 out_channels: PositiveInt = 256, top_block: bool = True):
+    def __init__(self, *, bottom_up: ResNet, in_stages: Annotated[list[str], NonEmpty(), MaxLength(4)] = ("res2", "res3", "res4", "res5"),
+                 out_channels: Channels = 256, top_block: bool = True):
         super().__init__()
         in_stages = list(in_stages)
         if in_stages[0] not in STAGES or in_stages != list(STAGES[STAGES.index(in_stages[0]):]):

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detectres.config.schema import Length, PositiveInt, Range
+from detectres.config.schema import Blocks, Channels, Length, Range
 from detectres.modeling.backbones.norm import NORMS, ConvNorm, freeze_module, make_norm
 
 # depth -> (block kind, blocks per stage res2..res5)
@@ -160,14 +160,14 @@ class ResNet(nn.Module):
         self,
         *,
         depth: Literal[tuple(DEPTHS)] = 50,  # type: ignore[valid-type]
-        stem_channels: PositiveInt = 64,
-        widths: Annotated[list[PositiveInt], Length(4)] | None = None,
-        num_blocks: Annotated[list[PositiveInt], Length(4)] | None = None,
+        stem_channels: Channels = 64,
+        widths: Annotated[list[Channels], Length(4)] | None = None,
+        num_blocks: Annotated[list[Blocks], Length(4)] | None = None,
         stride_in_1x1: bool = True,
         preact: bool = False,
         norm: Literal[NORMS] = "FrozenBN",  # type: ignore[valid-type]
         freeze_at: Annotated[int, Range(0, 5)] = 2,
-        in_channels: PositiveInt = 3,
+        in_channels: Channels = 3,
     ):
         super().__init__()
         if depth not in DEPTHS:

@@ -6,12 +6,12 @@ Shapes: R RoIs, C pyramid channels, S pooled side, D fc width.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Annotated, Callable
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detectres.config.schema import Fraction, NonNegativeFloat, NonNegativeInt, PositiveInt
+from detectres.config.schema import Channels, Fraction, NonNegativeFloat, PerImage, Range
 from detectres.modeling.box_coder import BoxCoder
 from detectres.modeling.features import feature_levels
 from detectres.modeling.matcher import Matcher
@@ -24,7 +24,7 @@ class FCHead(nn.Module):
     """(R, C, S, S) pooled features -> flattened -> ``num_fc`` x (Linear ``fc_dim`` + ReLU) -> (R, D).
     Layers are named ``fc1``, ``fc2``, ... as in Detectron2; initialised as Caffe2's XavierFill."""
 
-    def __init__(self, *, in_features: int, num_fc: NonNegativeInt = 2, fc_dim: PositiveInt = 1024):
+    def __init__(self, *, in_features: int, num_fc: Annotated[int, Range(0, 16)] = 2, fc_dim: Channels = 1024):
         super().__init__()
         self.out_features = in_features
         for i in range(num_fc):
@@ -63,12 +63,12 @@ class FPNROIHeads(ROIHeads):
         box_head: Callable[..., FCHead],
         matcher: Matcher,
         box_coder: BoxCoder,
-        batch_size_per_image: PositiveInt = 512,
+        batch_size_per_image: PerImage = 512,
         positive_fraction: Fraction = 0.25,
         proposal_append_gt: bool = True,
         score_thresh: Fraction = 0.05,
         nms_thresh: Fraction = 0.5,
-        detections_per_image: PositiveInt = 100,
+        detections_per_image: PerImage = 100,
         smooth_l1_beta: NonNegativeFloat = 0.0,
         context: str | None = None,
     ):

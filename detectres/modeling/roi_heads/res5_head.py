@@ -10,7 +10,7 @@ from typing import Callable, Literal
 
 from torch import Tensor, nn
 
-from detectres.config.schema import Fraction, NonNegativeFloat, PositiveInt
+from detectres.config.schema import Fraction, NonNegativeFloat, PerImage
 from detectres.modeling.box_coder import BoxCoder
 from detectres.modeling.matcher import Matcher
 from detectres.modeling.poolers import RoIPooler
@@ -39,12 +39,12 @@ class Res5ROIHeads(ROIHeads):
         pooler: Callable[..., RoIPooler],
         matcher: Matcher,
         box_coder: BoxCoder,
-        batch_size_per_image: PositiveInt = 512,
+        batch_size_per_image: PerImage = 512,
         positive_fraction: Fraction = 0.25,
         proposal_append_gt: bool = True,
         score_thresh: Fraction = 0.05,
         nms_thresh: Fraction = 0.5,
-        detections_per_image: PositiveInt = 100,
+        detections_per_image: PerImage = 100,
         smooth_l1_beta: NonNegativeFloat = 0.0,
         context: Literal["shared", "separate"] | None = None,
     ):

@@ -1,0 +1,102 @@
+"""Which constructors a config may name, and the one place a ``_target_`` string becomes a callable.
+
+A ``_target_`` is resolved only when it is declared here (:data:`DECLARED_TARGETS`), placed where it
+belongs (:data:`PLACED_TARGETS`: a target that writes files), added by the user in Python
+(:func:`allow_targets`), or named at the same place by a config the user composed (their own YAML and
+command line: :func:`trust_composed`). Nothing else is ever imported: the restricted builder
+(:mod:`detectres.config.builder`) and the schema (:mod:`detectres.config.schema`) both resolve targets
+here, so a stored config cannot make either import a module of its choosing. No Hydra or OmegaConf here.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Mapping
+
+DECLARED_TARGETS: frozenset[str] = frozenset({
+    "detectres.modeling.detector.FasterRCNN",
+    "detectres.modeling.backbones.resnet.ResNet",
+    "detectres.modeling.backbones.fpn.FPN",
+    "detectres.modeling.rpn.RPN",
+    "detectres.modeling.anchors.AnchorGenerator",
+    "detectres.modeling.matcher.Matcher",
+    "detectres.modeling.box_coder.BoxCoder",
+    "detectres.modeling.poolers.RoIPooler",
+    "detectres.modeling.poolers.MultiLevelRoIPooler",
+    "detectres.modeling.roi_heads.res5_head.Res5ROIHeads",
+    "detectres.modeling.roi_heads.fpn_head.FPNROIHeads",
+    "detectres.modeling.roi_heads.fpn_head.FCHead",
+    "detectres.modeling.tta.TestTimeDetector",
+    "detectres.modeling.tta.BoxRefinement",
+    "detectres.modeling.tta.MultiScaleTesting",
+    "detectres.modeling.tta.ImageTTA",
+    "detectres.data.datasets.coco.COCODataset",
+    "detectres.data.datasets.voc.VOCDataset",
+    "detectres.evaluation.coco.COCOEvaluator",
+    "detectres.evaluation.voc.VOCEvaluator",
+    "detectres.engine.solver.build_optimizer",
+    "detectres.engine.solver.WarmupMultiStepLR",
+})
+# Targets that write files: allowed only at the place the project's configs put them.
+PLACED_TARGETS: dict[str, str] = {"detectres.data.datasets.shapes.ensure_shapes_dataset": "data.generate"}
+
+_allowed_anywhere: set[str] = set()            # allow_targets()
+_composed_places: dict[str, set[str]] = {}     # place -> targets a composed (trusted) config put there
+
+
+class TargetNotAllowed(ValueError):
+    """A ``_target_`` that is neither declared nor the user's own; nothing was imported."""
+
+
+def allow_targets(*names: str) -> None:
+    """Let configs, stored ones included, name these classes too (your own backbone or dataset, say),
+    as fully qualified ``module.Class`` strings."""
+    _allowed_anywhere.update(names)
+
+
+def trust_composed(places: Mapping[str, str]) -> None:
+    """Targets of a config the user composed (their YAML, their command line), by place: a stored config
+    may name the same class at the same place, and the builder may build it there."""
+    for place, target in places.items():
+        if target not in DECLARED_TARGETS:
+            _composed_places.setdefault(place, set()).add(target)
+
+
+def target_allowed(target: Any, place: str, trusted: Mapping[str, str] | None = None) -> bool:
+    if not isinstance(target, str):
+        return False
+    if target in DECLARED_TARGETS or target in _allowed_anywhere or PLACED_TARGETS.get(target) == place:
+        return True
+    return target in _composed_places.get(place, ()) or (trusted or {}).get(place) == target
+
+
+def resolve_target(target: str, place: str, trusted: Mapping[str, str] | None = None) -> Callable:
+    """The callable ``target`` names, imported only if it is allowed at ``place``."""
+    if not target_allowed(target, place, trusted):
+        raise TargetNotAllowed(f"{place + '.' if place else ''}_target_={target!r}: not a detectres constructor "
+                               "allowed there (declared in detectres/config/targets.py, or yours via "
+                               "allow_targets / your own config)")
+    module, _, name = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise TargetNotAllowed(f"{place + '.' if place else ''}_target_={target!r}: cannot import it ({e})") from None
+
+
+def targets_in(config: Any, path: str = "") -> dict[str, str]:
+    """Place -> ``_target_`` for every node of a config given as plain containers (or a DictConfig,
+    read without resolving)."""
+    if hasattr(config, "_metadata"):  # a DictConfig/ListConfig: read its raw structure
+        from omegaconf import OmegaConf
+
+        config = OmegaConf.to_container(config, resolve=False)
+    found: dict[str, str] = {}
+    stack = [(path, config)]
+    while stack:
+        where, node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            if key == "_target_" and isinstance(value, str):
+                found[where] = value
+            elif isinstance(value, (dict, list)):
+                stack.append((f"{where}.{key}" if where else str(key), value))
+    return found
