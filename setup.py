@@ -46,8 +46,9 @@ setup(
         "tensorboard>=2.12",
         "matplotlib>=3.7",
     ],
-    # onnx + onnxruntime: the export tests run the exported file (and users who deploy with ONNX need them)
-    extras_require={"dev": ["pytest>=7.4", "onnx>=1.15", "onnxruntime>=1.17"],
+    # onnx + onnxruntime: the export tests run the exported file (and users who deploy with ONNX need them);
+    # hypothesis: the property test that no stored config can make a restore import or read anything
+    extras_require={"dev": ["pytest>=7.4", "hypothesis>=6.80", "onnx>=1.15", "onnxruntime>=1.17"],
                     "export": ["onnx>=1.15", "onnxruntime>=1.17"]},
     cmdclass={"build_py": BuildWithData},
     entry_points={"console_scripts": [f"detectres-{c}=detectres.apps.commands:{c.replace('-', '_')}"

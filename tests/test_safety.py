@@ -275,3 +275,33 @@ def test_ensemble_members_keep_their_own_recipe(good, tmp_path):
     torch.save({"model": restored.model.state_dict()}, bare)  # no stored config: the first model's recipe
     assert ensemble_member(composed, restored, str(bare)).rpn.topk_test == (1000, 5)
     assert OmegaConf.select(restored.config, "model.rpn.post_nms_topk_test") == 5
+
+
+def test_checkpoints_written_before_format_3_restore_with_their_paths_computed(tmp_path, monkeypatch):
+    """A format-2 config (what detectres stored until now: the shipped YAML's interpolations kept) restores;
+    its interpolations are recognised, not resolved: the values are computed from $DETECTRES_CACHE and the
+    caller's overrides, exactly as the YAML meant."""
+    from omegaconf import OmegaConf
+
+    from detectres.config import read_stored_config
+    from detectres.weights.restore import recipe_config
+
+    cfg = compose_config("train", ["runtime.output_dir=x"])
+    old = OmegaConf.to_container(cfg, resolve=False)
+    old["runtime"], old["config_format"] = OmegaConf.to_container(cfg.runtime, resolve=True), 2
+    assert old["data"]["val"]["image_dir"] == "${data.root}/val"
+    monkeypatch.setenv("DETECTRES_CACHE", str(tmp_path / "cache"))
+    for stored in (old, checkpoint_config(cfg)):  # format 2, and today's literal form with its joins
+        read = read_stored_config(stored, "ck")
+        assert read["data"]["root"] == str(tmp_path / "cache" / "shapes_v1")
+        assert read["data"]["val"]["image_dir"] == str(tmp_path / "cache" / "shapes_v1" / "val")
+        assert read["data"]["train"]["checks"] == read["data"]["checks"]
+        moved = recipe_config(compose_config("eval", ["data.root=/new"]), read, ["data.root=/new"])
+        assert moved.data.val.image_dir == "/new/val" and moved.data.generate.root == "/new"
+        checks = recipe_config(compose_config("eval", ["data.checks.scan=decode"]), read, ["data.checks.scan=decode"])
+        assert checks.data.val.checks.scan == "decode"
+    other = copy.deepcopy(old)
+    other["data"]["root"] = "${detectres_data:}/coco8"
+    from detectres.config import DATA_DIR
+
+    assert read_stored_config(other, "ck")["data"]["root"] == str(DATA_DIR / "coco8")

@@ -81,12 +81,16 @@ class Problem:
         return f"{self.where}: {self.detail} [{self.kind}, {ACTION_WORDS[self.action]}]"
 
 
+class UnknownProblemKind(KeyError, ValueError):
+    """A ``data.checks`` key that names no problem kind (a user error: one line in the tools)."""
+
+
 def resolve_policies(policies: Mapping[str, str] | None) -> dict[str, str]:
     """Defaults updated with ``policies``; an unknown kind or a policy the kind does not allow raises."""
     out = {kind: spec.policies[0] for kind, spec in PROBLEM_KINDS.items()}
     for kind, policy in (policies or {}).items():
         if kind not in PROBLEM_KINDS:
-            raise KeyError(f"data.checks.{kind}: unknown problem kind; known kinds: {', '.join(PROBLEM_KINDS)}")
+            raise UnknownProblemKind(f"data.checks.{kind}: unknown problem kind; known kinds: {', '.join(PROBLEM_KINDS)}")
         allowed = PROBLEM_KINDS[kind].policies
         if policy not in allowed:
             raise ValueError(f"data.checks.{kind}={policy!r} is not allowed; choose one of {', '.join(allowed)}")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
-from detectres.config.schema import Channels, Fraction, NonNegativeFloat, PerImage, TopK
+from detectres.config.schema import Channels, Fraction, NonNegativeFloat, SampleCap, TopK
 from detectres.modeling.anchors import AnchorGenerator
 from detectres.modeling.box_coder import BoxCoder
 from detectres.modeling.features import feature_levels
@@ -74,7 +74,7 @@ class RPN(nn.Module):
         anchor_generator: Callable[..., AnchorGenerator],
         matcher: Matcher,
         box_coder: BoxCoder,
-        batch_size_per_image: PerImage = 256,
+        batch_size_per_image: SampleCap = 256,
         positive_fraction: Fraction = 0.5,
         pre_nms_topk_train: TopK = 12000,
         post_nms_topk_train: TopK = 2000,

@@ -11,7 +11,7 @@ from typing import Annotated, Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detectres.config.schema import Channels, Fraction, NonNegativeFloat, PerImage, Range
+from detectres.config.schema import Channels, Fraction, NonNegativeFloat, PerImage, Range, SampleCap
 from detectres.modeling.box_coder import BoxCoder
 from detectres.modeling.features import feature_levels
 from detectres.modeling.matcher import Matcher
@@ -63,7 +63,7 @@ class FPNROIHeads(ROIHeads):
         box_head: Callable[..., FCHead],
         matcher: Matcher,
         box_coder: BoxCoder,
-        batch_size_per_image: PerImage = 512,
+        batch_size_per_image: SampleCap = 512,
         positive_fraction: Fraction = 0.25,
         proposal_append_gt: bool = True,
         score_thresh: Fraction = 0.05,

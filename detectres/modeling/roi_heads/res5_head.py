@@ -10,7 +10,7 @@ from typing import Callable, Literal
 
 from torch import Tensor, nn
 
-from detectres.config.schema import Fraction, NonNegativeFloat, PerImage
+from detectres.config.schema import Fraction, NonNegativeFloat, PerImage, SampleCap
 from detectres.modeling.box_coder import BoxCoder
 from detectres.modeling.matcher import Matcher
 from detectres.modeling.poolers import RoIPooler
@@ -39,7 +39,7 @@ class Res5ROIHeads(ROIHeads):
         pooler: Callable[..., RoIPooler],
         matcher: Matcher,
         box_coder: BoxCoder,
-        batch_size_per_image: PerImage = 512,
+        batch_size_per_image: SampleCap = 512,
         positive_fraction: Fraction = 0.25,
         proposal_append_gt: bool = True,
         score_thresh: Fraction = 0.05,
