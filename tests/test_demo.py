@@ -127,7 +127,10 @@ def test_image_folder_skips_and_counts_undecodable_frames(checkpoint, tmp_path):
     res = run_demo(f"checkpoint={checkpoint}", f"source={folder}", f"output={out}", "display=false")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "processed 3 frames, 1 skipped (undecodable: 001b.png)" in res.stdout
-    assert sorted(os.listdir(out)) == ["000.jpg", "001.jpg", "002.jpg"]
+    assert sorted(os.listdir(out)) == ["000.png", "001.png", "002.png"]  # the inputs' names and formats
+    res = run_demo(f"checkpoint={checkpoint}", f"source={folder}", f"output={folder}", "display=false")
+    assert res.returncode == 1 and "output would write" in res.stderr and "over the input" in res.stderr
+    assert (folder / "001b.png").read_bytes() == b"\x89PNG broken"
     # the same through a model config plus weights (the restore path without a stored config)
     res = run_demo("model=quickstart", f"model.weights={checkpoint}", f"source={folder}", f"output={tmp_path / 'o2'}",
                    "display=false")
@@ -162,23 +165,53 @@ def test_errors_are_one_clear_line(tmp_path, make_input, message):
     assert res.stderr.strip().splitlines() == [res.stderr.strip()] and res.stderr.startswith(message), res.stderr
 
 
-def test_sigterm_finalises_a_playable_video(checkpoint, tmp_path):
-    src, dst = tmp_path / "long.avi", tmp_path / "partial.avi"
+def video_in_progress(folder, proc, min_bytes=200_000, timeout=60):
+    """Wait until the demo's temporary video file (the final name appears only when it is complete) has
+    ``min_bytes``; returns its path."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        partial = [p for p in folder.glob(".detectres-tmp-*") if p.stat().st_size >= min_bytes]
+        if partial:
+            return partial[0]
+        time.sleep(0.2)
+    raise AssertionError("the demo wrote no temporary video")
+
+
+def test_sigterm_finalises_a_playable_video_and_exits_143(checkpoint, tmp_path):
+    src, dst = tmp_path / "long.avi", tmp_path / "out" / "partial.avi"
     write_video(src, 3000)
     proc = subprocess.Popen([sys.executable, DEMO, f"checkpoint={checkpoint}", f"source={src}", f"output={dst}",
                              "display=false"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    deadline = time.time() + 60
-    while time.time() < deadline and (not dst.exists() or dst.stat().st_size < 200_000):
-        time.sleep(0.2)
+    dst.parent.mkdir(exist_ok=True)
+    video_in_progress(dst.parent, proc)
+    assert not dst.exists()
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stderr[-2000:]
-    assert "interrupted; output finalised" in stdout
+    assert proc.returncode == 143, stderr[-2000:]
+    assert "interrupted; output finalised" in stdout and stderr.strip().endswith("detectres: terminated")
+    assert list(dst.parent.iterdir()) == [dst]  # renamed into place, no temporary file left
     frames, _ = read_video(dst)
     assert 0 < len(frames) < 3000
     cap = cv2.VideoCapture(str(dst))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == len(frames)  # the index was written on close
     assert [decode_index(f) for f in frames] == list(range(len(frames)))
+
+
+def test_a_killed_demo_leaves_no_file_at_the_final_name_and_never_writes_over_its_source(checkpoint, tmp_path):
+    src, dst = tmp_path / "long.avi", tmp_path / "out" / "partial.avi"
+    write_video(src, 3000)
+    dst.parent.mkdir()
+    proc = subprocess.Popen([sys.executable, DEMO, f"checkpoint={checkpoint}", f"source={src}", f"output={dst}",
+                             "display=false"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    video_in_progress(dst.parent, proc)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert not dst.exists()
+    size = src.stat().st_size
+    res = subprocess.run([sys.executable, DEMO, f"checkpoint={checkpoint}", f"source={src}", f"output={src}",
+                          "display=false"], capture_output=True, text=True, env=ENV, timeout=300)
+    assert res.returncode == 1 and src.stat().st_size == size
+    assert res.stderr.strip() == f"detectres: error: output would write {src} over the input {src}: choose another output"
 
 
 def test_pipeline_order_filter_and_max_frames():

@@ -25,6 +25,7 @@ from detectres.apps.schemas import validate_tool_config
 from detectres.config import CONFIG_DIR, compose_config, task_overrides
 from detectres.config.targets import targets_in, trust_composed
 from detectres.utils.file_io import disk_full_cause
+from detectres.utils.signals import Terminated, exit_status, on_sigterm
 
 DEBUG_ENV = "DETECTRES_DEBUG"
 USER_ERRORS = (ValueError, OSError, FloatingPointError, SourceError, ConfigCompositionException,
@@ -69,14 +70,6 @@ def fail(error: BaseException) -> None:
     sys.exit(1)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler's preemption, torchrun's teardown), raised so that every ``with`` unwinds."""
-
-
-def on_sigterm(signum, frame) -> None:
-    raise Terminated
-
-
 def check_writable(folder) -> None:
     """A folder the tool will create must have a writable parent (else a PermissionError, not a traceback)."""
     parent = os.path.abspath(str(folder))
@@ -109,7 +102,7 @@ def run_app(config_name: str, app: Callable[[DictConfig, list[str]], Any], cfg: 
     except KeyboardInterrupt as e:
         print(f"detectres: {'terminated' if isinstance(e, Terminated) else 'interrupted'}", file=sys.stderr,
               flush=True)
-        return 143 if isinstance(e, Terminated) else 130
+        return exit_status(e)
     except USER_ERRORS as e:
         remove_if_empty(OmegaConf.select(HydraConfig.get(), "runtime.output_dir", throw_on_missing=False))
         fail(e)

@@ -48,18 +48,40 @@ def reporting_full_disk(path: str):
         raise
 
 
+_umask: list[int] = []
+
+
+def file_mode() -> int:
+    """The mode a new file gets under the process's umask (what ``open`` and ``torch.save`` give)."""
+    if not _umask:
+        _umask.append(os.umask(0o022))
+        os.umask(_umask[0])
+    return 0o666 & ~_umask[0]
+
+
+def temp_file(path: str, suffix: str = "") -> tuple[int, str]:
+    """A temporary file beside ``path`` (same folder, so the final rename is atomic); a folder that cannot
+    be written is one :class:`PermissionError` naming ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        return tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=directory)
+    except PermissionError:
+        raise PermissionError(errno.EACCES, f"cannot write {path}: {directory} is not writable") from None
+
+
 def atomic_write(path: str, write: Callable[[IO], None], *, binary: bool, suffix: str = "") -> None:
     """Write ``path`` through ``write(file)`` so that a crash leaves either the old file or the new one; a
-    failed write leaves no temporary file, and a full disk is reported as such, naming ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=directory)
+    failed write leaves no temporary file, a full disk or a read-only folder is reported as such, naming
+    ``path``, and the file gets the user's umask."""
+    fd, tmp = temp_file(path, suffix)
     with reporting_full_disk(path):
         try:
             with os.fdopen(fd, "wb" if binary else "w") as f:
                 write(f)
                 f.flush()
                 os.fsync(f.fileno())
+            os.chmod(tmp, file_mode())
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):

@@ -38,10 +38,13 @@ def run_demo(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> Pi
         model = ModelStage(detector.predict_prepared, class_filter(cfg.classes, detector.class_names))
         sinks = open_sinks(cfg.output, cfg.display, source)
         window = next((s for s in sinks if isinstance(s, WindowSink)), None)
-        stats = Pipeline(source, model, sinks, overlay=Overlay(detector.class_names, cfg.score_thresh),
-                         prepare=detector.prepare, max_frames=cfg.max_frames, queue_size=cfg.queue_size,
-                         should_stop=(lambda: window.quit_requested) if window else (lambda: False)).run()
+        pipeline = Pipeline(source, model, sinks, overlay=Overlay(detector.class_names, cfg.score_thresh),
+                            prepare=detector.prepare, max_frames=cfg.max_frames, queue_size=cfg.queue_size,
+                            should_stop=(lambda: window.quit_requested) if window else (lambda: False))
+        stats = pipeline.run()
     finally:
         source.close()
     print(summary(stats, cfg.output))
+    if pipeline.interrupt is not None:  # the output is finalised: now exit 130 / 143 like every tool
+        raise pipeline.interrupt
     return stats

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from detectres.apps.demo.sources import Frame
+from detectres.utils.signals import on_sigterm
 from detectres.utils.visualizer import draw_detections
 
 END = object()  # the last item a stage passes on
@@ -165,17 +166,13 @@ class Writer(threading.Thread):
 
 
 class _Interrupt:
-    """Turns SIGTERM into KeyboardInterrupt while the pipeline runs (main thread only)."""
+    """Turns SIGTERM into :class:`Terminated` while the pipeline runs (main thread only)."""
 
     def __enter__(self):
         self.previous = None
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._raise)
+            self.previous = signal.signal(signal.SIGTERM, on_sigterm)
         return self
-
-    @staticmethod
-    def _raise(signum, frame):
-        raise KeyboardInterrupt
 
     def __exit__(self, *exc):
         if self.previous is not None:
@@ -195,20 +192,24 @@ class Pipeline:
                  prepare: Callable[[np.ndarray], Any] = lambda image: image, max_frames: int = 0,
                  queue_size: int = 8, should_stop: Callable[[], bool] = lambda: False):
         self.stats, self.errors, self.stop = PipelineStats(), [], threading.Event()
+        self.interrupt: KeyboardInterrupt | None = None
         self.model, self.sinks, self.should_stop = model, sinks, should_stop
         self.read_q, self.write_q = Handoff(queue_size, self.stop), Handoff(queue_size, self.stop)
         self.reader = Reader(source, prepare, self.read_q, self.stats, self.errors, max_frames)
         self.writer = Writer(self.write_q, sinks, overlay, self.errors)
 
     def run(self) -> PipelineStats:
+        """Run to the end of the source; after Ctrl-C or SIGTERM the outputs are finalised and the
+        interrupt is kept in ``self.interrupt`` for the caller to re-raise once it has reported."""
         self.reader.start()
         self.writer.start()
         t0 = time.perf_counter()
         try:
             with _Interrupt():
                 self.run_model(t0)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             self.stats.interrupted = True
+            self.interrupt = e
         finally:
             self.shutdown()
             self.stats.wall_seconds = time.perf_counter() - t0

@@ -91,6 +91,7 @@ class VideoFileSource(CaptureSource):
     """A video file; a frame that fails to decode before the file's frame count is skipped, not the end."""
 
     def __init__(self, path: str):
+        self.path = path
         super().__init__(path, name=os.path.splitext(os.path.basename(path))[0],
                          cannot_open=f"cannot open video {path}: not a video file OpenCV can decode")
 
