@@ -52,9 +52,42 @@ def test_predict_writes_images(trained, tmp_path):
                    "score_thresh=0.0")
     assert res.returncode == 0, res.stderr[-2000:]
     written = sorted(os.listdir(tmp_path))
-    assert written == ["000000.jpg", "000001.jpg"]
+    assert written == ["000000.png", "000001.png"]  # the inputs' names and formats
     res = run_tool("predict.py", f"checkpoint={ckpt}", f"source={tmp_path / 'nope.png'}")
     assert res.returncode != 0 and "input not found" in res.stderr
+
+
+def test_predict_never_writes_over_inputs_keeps_names_and_skips_bad_images(trained, tmp_path, capsys):
+    import hashlib
+
+    import cv2
+    import numpy as np
+    import pytest
+
+    from detectres.apps.predict import predict
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("p0.jpg", "p0.png", "p1.jpg"):
+        cv2.imwrite(str(photos / name), np.full((64, 64, 3), 90, np.uint8))
+    (photos / "p2.jpg").write_bytes(b"\xff\xd8 not really a jpeg \xff\xd9")
+    digest = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in photos.iterdir()}
+    ckpt = os.path.join(trained, "model_final.pth")
+
+    def run(*overrides):
+        overrides = [f"checkpoint={ckpt}", f"source={photos}", "runtime.num_threads=1", *overrides]
+        return predict(compose_config("predict", overrides), overrides)
+
+    with pytest.raises(ValueError, match=r"runtime.output_dir would write .*photos/p0.jpg over the input"):
+        run(f"runtime.output_dir={photos}")
+    assert {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in photos.iterdir()} == digest
+    written = run(f"runtime.output_dir={tmp_path / 'out'}")
+    assert sorted(os.path.basename(p) for p in written) == ["p0.jpg", "p0.png", "p1.jpg"]  # every image, no collision
+    assert cv2.imread(str(tmp_path / "out" / "p0.png")) is not None
+    out = capsys.readouterr().out
+    assert "p2.jpg: skipped (cannot decode" in out and "wrote 3 image(s)" in out and "skipped 1 unreadable" in out
+    run(f"runtime.output_dir={tmp_path / 'two'}", "max_images=2")
+    assert "stopped after 2 of 4 images (max_images=2)" in capsys.readouterr().out
 
 
 def test_ablation_table_rows_and_columns(trained, tmp_path):
