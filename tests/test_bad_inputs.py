@@ -279,7 +279,7 @@ def test_the_demo_runs_from_a_model_config_and_weights(trained, tmp_path):
     res = run("demo", "model=quickstart", f"model.weights={trained / 'model_final.pth'}", f"source={frames}",
               f"output={tmp_path / 'out'}", "display=false")
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "processed 2 frames" in res.stdout and sorted(os.listdir(tmp_path / "out")) == ["0.jpg", "1.jpg"]
+    assert "processed 2 frames" in res.stdout and sorted(os.listdir(tmp_path / "out")) == ["0.png", "1.png"]
 
 
 def default_sigint() -> None:
@@ -307,3 +307,33 @@ def test_ctrl_c_during_training_exits_130_and_releases_the_folder(tiny, tmp_path
         pytest.fail(f"no exit 120 s after Ctrl-C; signal masks {''.join(masks)}; stacks:\n{stderr[-6000:]}")
     assert proc.returncode == 130 and stderr.strip().splitlines()[-1] == "detectres: interrupted"
     assert not (out / ".detectres.lock").exists()
+
+
+def test_training_never_writes_over_a_finished_run_or_its_starting_weights(trained, tiny, tmp_path):
+    """Without resume=true or overwrite=true a finished run's folder is refused before any work; starting
+    weights that a run would overwrite are refused always; resuming past max_iter says so and leaves the
+    folder as it was."""
+    import shutil
+
+    from detectres.apps.train import train
+    from detectres.config import compose_config
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained, run_dir)
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    out = f"runtime.output_dir={run_dir}"
+    cases = [([out], r"holds a finished run \(model_final.pth\): pass resume=true to continue it, overwrite=true"),
+             ([out, f"model.weights={run_dir / 'model_final.pth'}", "overwrite=true"],
+              r"model.weights=.*model_final.pth is a checkpoint name in runtime.output_dir=.*which this run would "
+              "overwrite"),
+             ([out, "resume=true"], r"resume=true: .*model_final.pth is at iteration 1 and solver.max_iter=2: "
+                                    r"nothing left to train .* is left as it was")]
+    for extra, message in cases:
+        with pytest.raises(ValueError, match=message):
+            train(compose_config("train", [*tiny, *extra]))
+        assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
+    (run_dir / "model_final.pth").unlink()  # an interrupted run: last_checkpoint names model_0000001.pth
+    with pytest.raises(ValueError, match=r"holds an interrupted run \(last_checkpoint\)"):
+        train(compose_config("train", [*tiny, out]))
+    train(compose_config("train", [*tiny, out, "overwrite=true", "vis_images=0"]))  # said explicitly: replaced
+    assert (run_dir / "model_final.pth").exists()

@@ -46,6 +46,7 @@ class TrainConfig:
     solver: Solver
     runtime: Runtime
     resume: bool
+    overwrite: bool
     allow_resume_changes: bool
     seed: int
     strict_weights: bool

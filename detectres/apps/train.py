@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -36,9 +37,30 @@ def train(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     rank, world = init_distributed(cfg.runtime.dist_timeout_s, device=cfg.runtime.device)
     try:
         with RankZeroLock(cfg.runtime.output_dir):
+            check_output_folder(cfg)
             return train_process(cfg, rank, world)
     finally:
         shutdown_distributed()
+
+
+CHECKPOINT_NAME = re.compile(r"model_(final|\d{7})\.pth")
+
+
+def check_output_folder(cfg: DictConfig) -> None:
+    """Refuse, before any work, to write over the starting weights or, without ``resume=true`` or
+    ``overwrite=true``, over another run's checkpoints."""
+    out = os.path.realpath(cfg.runtime.output_dir)
+    weights = cfg.model.weights
+    if weights and os.path.dirname(os.path.realpath(weights)) == out and CHECKPOINT_NAME.fullmatch(os.path.basename(weights)):
+        raise ValueError(f"model.weights={weights} is a checkpoint name in runtime.output_dir={cfg.runtime.output_dir}, "
+                         "which this run would overwrite: train into another runtime.output_dir")
+    if cfg.resume or cfg.overwrite:
+        return
+    for marker, what, verb in (("model_final.pth", "a finished run", "replace it"),
+                               ("last_checkpoint", "an interrupted run", "start over")):
+        if os.path.exists(os.path.join(out, marker)):
+            raise ValueError(f"runtime.output_dir={cfg.runtime.output_dir} holds {what} ({marker}): pass resume=true "
+                             f"to continue it, overwrite=true to {verb}, or choose another runtime.output_dir")
 
 
 def evaluation_hook(cfg: DictConfig, model, val_set, rank: int, world: int, writer: MetricsWriter) -> PeriodicEval:
@@ -76,6 +98,10 @@ def train_process(cfg: DictConfig, rank: int, world: int) -> dict:
               "data_identity": train_set.identity()}
     checkpointer = Checkpointer(out, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, extra=record)
     start_iter = checkpointer.resume(allow_changes=cfg.allow_resume_changes) if cfg.resume else 0
+    if start_iter >= s.max_iter:
+        raise ValueError(f"resume=true: {checkpointer.last_checkpoint()} is at iteration {start_iter - 1} and "
+                         f"solver.max_iter={s.max_iter}: nothing left to train (raise solver.max_iter to train longer); "
+                         f"{out} is left as it was")
     if rank == 0:  # after a refused resume, config.yaml still describes the checkpoints beside it
         atomic_write_text(OmegaConf.to_yaml(record["config"]), os.path.join(out, "config.yaml"))
     if start_iter:
