@@ -231,8 +231,8 @@ def test_check_data_tool_lists_problems_and_fails_on_fatal(voc_root):
     assert "000003.xml: object 1 ('car'" in ok.stdout and "box_outside_image" in ok.stdout
     assert "000004.jpg" in ok.stdout and "truncated JPEG" in ok.stdout
     assert "train: 3 images usable" in ok.stdout
-    bad = subprocess.run([*tool, "data.checks.truncated_image=fail"], capture_output=True, text=True, env=env,
-                         timeout=120)
+    bad = subprocess.run([*tool, "data.checks.truncated_image=fail", "runtime.num_threads=1"], capture_output=True,
+                         text=True, env=env, timeout=120)  # every tool takes the runtime node
     assert bad.returncode == 1 and "stops before training" in bad.stdout and "000004.jpg" in bad.stdout
 
 
@@ -267,3 +267,15 @@ def test_voc_precision_recall_curves_for_the_plots():
     curves[:, 0] = p
     table = curve_table(curves, ["a", "b"])
     assert table["precision"]["0.5"][0][:2] == [1.0, 1.0] and table["precision"]["0.5:0.95"][1][0] is None
+
+
+def test_nothing_to_train_on_names_the_unknown_categories_and_the_key(tmp_path):
+    """VOC files whose objects are not VOC's classes: the error says so (not the filter_empty hint)."""
+    from detectres.data.checks import DataCheckError
+
+    root = write_voc(tmp_path, "VOC2007", [("000001", [("lorry", 5, 5, 24, 20, 0)]),
+                                           ("000002", [("scooter", 5, 5, 24, 20, 0)])])
+    with pytest.raises(DataCheckError, match=r"dropped by the data checks: 2 unknown_category\); the objects' "
+                                             r"categories 'lorry', 'scooter' are not in the class list: set "
+                                             r"data.class_names"):
+        VOCDataset(root=root, image_sets=["VOC2007/trainval"], filter_empty=True)

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from detectres.config.builder import build
 from detectres.data.build import prepare_data
 from detectres.data.checks import DataCheckError, DataReport
+from detectres.utils.env import set_threads
 
 
 def load_report(cfg: DictConfig, split: str) -> tuple[DataReport | None, int, str]:
@@ -26,6 +27,7 @@ def load_report(cfg: DictConfig, split: str) -> tuple[DataReport | None, int, st
 
 def check_data(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> int:
     """Print each split's report; returns the exit status (1 if a split cannot be used)."""
+    set_threads(cfg.runtime.num_threads)
     OmegaConf.update(cfg, "data.checks.scan", cfg.scan)
     prepare_data(cfg.data)
     status, everything = 0, {}

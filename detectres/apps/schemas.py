@@ -161,6 +161,7 @@ class CheckDataConfig:
     missing_ok = ("data.train", "data.val")
 
     data: Data
+    runtime: Runtime
     splits: Annotated[list[Literal["train", "val"]], NonEmpty()]
     scan: Literal[SCAN_LEVELS]  # type: ignore[valid-type]
     show: Annotated[int, Range(-1)]

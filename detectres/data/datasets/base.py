@@ -19,6 +19,8 @@ import io
 import json
 import logging
 import os
+import re
+from collections import Counter
 from typing import Any, Mapping, Sequence
 
 import albumentations as A
@@ -28,7 +30,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from detectres.data.checks import FAIL, FIX, DataCheckError, DataReport, scan_level
+from detectres.data.checks import DROP, FAIL, FIX, SKIP, DataCheckError, DataReport, scan_level
 from detectres.data.image_io import ImageFileError, image_file_size, read_image_file
 from detectres.data.records import clean_records, drop_images, xywh_to_xyxy
 from detectres.data.transforms import apply_transforms
@@ -43,6 +45,22 @@ def coco_index(records: dict) -> COCO:
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
+
+
+def nothing_to_train_on(name: str, report: DataReport) -> str:
+    """Why no image kept a usable box: the data checks' drops counted by kind, and the key that fixes the
+    usual cause (categories the class list does not name)."""
+    dropped = Counter(p.kind for p in report.problems if p.action in (DROP, SKIP))
+    causes = ", ".join(f"{n} {kind}" for kind, n in dropped.most_common())
+    unknown = sorted({m.group(1) for p in report.problems if p.kind == "unknown_category"
+                      for m in [re.search(r"category (.+) is not in the class list", p.detail)] if m})
+    if unknown:
+        hint = (f"the objects' categories {', '.join(unknown[:8])}{' ...' if len(unknown) > 8 else ''} are not in "
+                "the class list: set data.class_names to the dataset's classes")
+    else:
+        hint = "filter_empty=false keeps images without boxes"
+    return (f"{name}: no image has a usable box, so filter_empty=true leaves nothing to train on "
+            f"(dropped by the data checks: {causes or 'nothing; the images have no boxes'}); {hint}")
 
 
 class DetectionDataset(Dataset):
@@ -82,8 +100,7 @@ class DetectionDataset(Dataset):
         if filter_empty and records["images"]:
             records, self.dropped_empty = self.without_empty_images(records)
             if not records["images"]:
-                raise DataCheckError(f"{name}: no image has a usable box, so filter_empty=true leaves nothing "
-                                     f"to train on (filter_empty=false keeps images without boxes)")
+                raise DataCheckError(nothing_to_train_on(name, self.report))
         if not records["images"]:
             raise DataCheckError(f"{name}: no usable images\n{self.report.summary()}")
         self.coco = coco_index(records)
