@@ -62,7 +62,9 @@ def trained(tmp_path_factory, tiny):
 
 
 BAD_VALUES = [
-    ("solver.ims_per_batch=0", "solver.ims_per_batch=0: must be an integer >= 1"),
+    ("solver.ims_per_batch=0", "solver.ims_per_batch=0: must be an integer in [1, 4096]"),
+    ("solver.ims_per_batch=1000000", "solver.ims_per_batch=1000000: must be an integer in [1, 4096]"),
+    ("runtime.num_threads=1000", f"runtime.num_threads=1000: this machine has {os.cpu_count()} CPU cores"),
     ("solver.max_iter=-1", "solver.max_iter=-1: must be an integer >= 1"),
     ("solver.max_iter=abc", "solver.max_iter='abc': must be an integer >= 1"),
     ("solver.optimizer.base_lr=nan", "solver.optimizer.base_lr=nan: must be a number > 0"),

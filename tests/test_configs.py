@@ -252,7 +252,7 @@ def test_the_schema_names_the_key_the_value_and_what_is_allowed():
         "model.roi_heads.pooler.kind=max": "model.roi_heads.pooler.kind='max': must be one of align, pool",
         "model.backbone.norm=LN": "model.backbone.norm='LN': must be one of FrozenBN, BN, GN",
         "solver.optimizer.momentum=1.5": "solver.optimizer.momentum=1.5: must be a number in [0, 1]",
-        "runtime.num_threads=0": "runtime.num_threads=0: must be an integer >= 1 or null",
+        "runtime.num_threads=0": "runtime.num_threads=0: must be an integer in [1, 4096] or null",
         "runtime.device=gpu": "runtime.device='gpu': must be one of auto, cpu, cuda, cuda:N, mps",
         "input.random_flip=2": "input.random_flip=2: must be a number in [0, 1]",
         "data.checks.box_outside_image=ignore": "data.checks.box_outside_image='ignore' is not allowed",

@@ -305,3 +305,24 @@ def test_checkpoints_written_before_format_3_restore_with_their_paths_computed(t
     from detectres.config import DATA_DIR
 
     assert read_stored_config(other, "ck")["data"]["root"] == str(DATA_DIR / "coco8")
+
+
+def test_a_killed_dataset_build_is_cleaned_by_the_next(tmp_path):
+    """SIGKILL during generation leaves a .shapes-XXXX folder; the next build removes it (its writer is gone)."""
+    import signal
+    import time
+
+    code = ("import sys; from detectres.data.datasets.shapes import ensure_shapes_dataset; "
+            "ensure_shapes_dataset(sys.argv[1], num_train=20000, num_val=1, size=64)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "shapes")])
+    deadline = time.time() + 60
+    while time.time() < deadline and not [p for p in tmp_path.glob(".shapes-*") if (p / "OWNER.json").exists()]:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert len(list(tmp_path.glob(".shapes-*"))) == 1
+    from detectres.data.datasets.shapes import ensure_shapes_dataset
+
+    ensure_shapes_dataset(str(tmp_path / "other"), num_train=2, num_val=1, size=64)
+    assert not list(tmp_path.glob(".shapes-*")) and sorted(os.listdir(tmp_path)) == ["other"]
+    assert "OWNER.json" not in os.listdir(tmp_path / "other")

@@ -19,6 +19,7 @@ import collections.abc
 import dataclasses
 import inspect
 import math
+import os
 import re
 import types
 import typing
@@ -377,7 +378,7 @@ Device = Annotated[str, Pattern(r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda, c
 class Runtime:
     output_dir: str | None
     device: Device
-    num_threads: PositiveInt | None
+    num_threads: Annotated[int, Range(1, 4096)] | None
     amp: bool | Literal["bf16", "fp16"]
     deterministic: bool
     dist_timeout_s: PositiveFloat
@@ -386,6 +387,10 @@ class Runtime:
     def cross_check(node: DictConfig, path: str) -> None:
         import torch
 
+        cores = os.cpu_count() or 1
+        if node.num_threads is not None and node.num_threads > cores:
+            raise ConfigError(f"{path}.num_threads={node.num_threads}: this machine has {cores} CPU cores; more threads "
+                              f"than cores only slow the run (null uses them all)")
         device = node.device
         if device == "mps" and not torch.backends.mps.is_available():
             raise ConfigError(f"{path}.device=mps: Apple's MPS is not available on this machine; use "
@@ -423,7 +428,7 @@ class Data:
 
 @dataclass
 class Solver:
-    ims_per_batch: PositiveInt
+    ims_per_batch: Annotated[int, Range(1, 4096)]
     max_iter: PositiveInt
     optimizer: Node
     lr_scheduler: Node

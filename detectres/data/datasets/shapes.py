@@ -7,15 +7,20 @@ Layout: ROOT/{train,val}/*.png and ROOT/annotations/instances_{train,val}.json.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import socket
 import tempfile
+import time
 from typing import Annotated
 
 import cv2
 import numpy as np
 
 from detectres.config.schema import Range
+
+logger = logging.getLogger(__name__)
 
 CLASSES = ("circle", "rectangle", "triangle")
 MAX_IMAGES = 100_000  # per split: ~0.5 GB of 192 px PNGs
@@ -126,6 +131,37 @@ def generated_spec(root: str) -> dict | None:
     return spec if isinstance(spec, dict) and "version" in spec else None
 
 
+TEMP_PREFIX, OWNER = ".shapes-", "OWNER.json"
+
+
+def abandoned(folder: str) -> bool:
+    """A temporary build folder whose writer is gone: its process (on this host) no longer runs, or, with no
+    owner recorded (a build killed before it wrote one, or by an older detectres), untouched for an hour."""
+    try:
+        with open(os.path.join(folder, OWNER)) as f:
+            owner = json.load(f)
+    except (OSError, ValueError):
+        return time.time() - os.path.getmtime(folder) > 3600
+    if owner.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, TypeError, ValueError):
+        return False
+    return False
+
+
+def remove_abandoned_builds(parent: str) -> None:
+    """Delete the temporary folders of builds that were killed (SIGKILL leaves them behind)."""
+    for name in os.listdir(parent):
+        path = os.path.join(parent, name)
+        if name.startswith(TEMP_PREFIX) and os.path.isdir(path) and abandoned(path):
+            shutil.rmtree(path, ignore_errors=True)
+            logger.info("removed %s, left by a dataset build that was killed", path)
+
+
 def ensure_shapes_dataset(root: str, *, num_train: Annotated[int, Range(1, MAX_IMAGES)] = 800,
                           num_val: Annotated[int, Range(1, MAX_IMAGES)] = 100, size: Annotated[int, Range(64, 2048)] = 192,
                           seed: int = 0) -> str:
@@ -145,12 +181,16 @@ def ensure_shapes_dataset(root: str, *, num_train: Annotated[int, Range(1, MAX_I
                               "not replacing it; choose another data.root")
     parent = os.path.dirname(os.path.abspath(root))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".shapes-", dir=parent)
+    remove_abandoned_builds(parent)
+    tmp = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=parent)
     try:
+        with open(os.path.join(tmp, OWNER), "w") as f:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
         write_split(tmp, "train", num_train, size, seed)
         write_split(tmp, "val", num_val, size, seed)
         with open(os.path.join(tmp, "DONE.json"), "w") as f:
             json.dump(spec, f)
+        os.remove(os.path.join(tmp, OWNER))
         if os.path.exists(root):
             shutil.rmtree(root)
         os.replace(tmp, root)
