@@ -339,3 +339,16 @@ def test_training_never_writes_over_a_finished_run_or_its_starting_weights(train
         train(compose_config("train", [*tiny, out]))
     train(compose_config("train", [*tiny, out, "overwrite=true", "vis_images=0"]))  # said explicitly: replaced
     assert (run_dir / "model_final.pth").exists()
+
+
+@pytest.mark.parametrize("sig, status, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+@pytest.mark.parametrize("delay", [0.3, 1.5])
+def test_a_signal_while_importing_or_composing_is_one_line(tmp_path, sig, status, word, delay):
+    """Ctrl-C or SIGTERM before the tool has even loaded torch or composed its config: the same exit
+    status and one line as later, no traceback."""
+    proc = subprocess.Popen([sys.executable, TRAIN, f"runtime.output_dir={tmp_path / 'run'}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV, preexec_fn=default_sigint)
+    time.sleep(delay)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == status and stderr.strip() == f"detectres: {word}", stderr[-2000:]

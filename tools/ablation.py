@@ -5,8 +5,7 @@ AP, AP50, AP75, s/image) for a model and its context-trained twin.
     python tools/ablation.py checkpoint=outputs/quickstart_shapes/model_final.pth \\
         context_checkpoint=outputs/quickstart_context/model_final.pth
 """
-from detectres.apps.ablation import run_ablation
-from detectres.apps.cli import run_tool
+from detectres.apps.commands import run_command
 
 if __name__ == "__main__":
-    run_tool("ablation", run_ablation)
+    run_command("detectres-ablation")

@@ -5,8 +5,7 @@
 
 Ends with `train ratio detectres/torchvision: X.XX` and `inference ratio detectres/torchvision: X.XX`.
 """
-from detectres.apps.benchmark import main as run_benchmark
-from detectres.apps.cli import run_tool
+from detectres.apps.commands import run_command
 
 if __name__ == "__main__":
-    run_tool("benchmark", run_benchmark)
+    run_command("detectres-benchmark")

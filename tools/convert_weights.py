@@ -6,9 +6,7 @@
 Backbone files (torchvision, msra) load with `model.weights=DST` to train from ImageNet; Detectron2
 detector files also carry their config and class names (`tools/test_net.py checkpoint=DST`).
 """
-import sys
-
-from detectres.apps.convert import main
+from detectres.apps.commands import run_command
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command("detectres-convert")

@@ -3,9 +3,7 @@
 
     python tools/export.py outputs/quickstart_shapes/model_final.pth exported/ [--formats torchscript,onnx]
 """
-import sys
-
-from detectres.apps.export import main
+from detectres.apps.commands import run_command
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command("detectres-export")

@@ -4,7 +4,7 @@ proposals, fp16, CUDA).
 
     python tools/gpu_latency.py [--amp fp16|bf16|fp32] [--min-size 800] [--iters 50] [--device cuda]
 """
-from detectres.apps.gpu_latency import main
+from detectres.apps.commands import run_command
 
 if __name__ == "__main__":
-    main()
+    run_command("detectres-gpu-latency")

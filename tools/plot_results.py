@@ -3,9 +3,7 @@
 
     python tools/plot_results.py outputs/quickstart_shapes [more folders]
 """
-import sys
-
-from detectres.apps.plot import main
+from detectres.apps.commands import run_command
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command("detectres-plot")

@@ -3,8 +3,7 @@
 
     python tools/predict.py checkpoint=outputs/quickstart_shapes/model_final.pth [source=IMG|DIR]
 """
-from detectres.apps.cli import run_tool
-from detectres.apps.predict import predict
+from detectres.apps.commands import run_command
 
 if __name__ == "__main__":
-    run_tool("predict", predict)
+    run_command("detectres-predict")

@@ -3,7 +3,7 @@
 
     python tools/scoring_benchmark.py [--images 5000] [--classes 80] [--false-per-image 82]
 """
-from detectres.apps.scoring_benchmark import main
+from detectres.apps.commands import run_command
 
 if __name__ == "__main__":
-    main()
+    run_command("detectres-scoring-benchmark")

@@ -3,8 +3,7 @@
 
     python tools/test_net.py checkpoint=outputs/quickstart_shapes/model_final.pth [data=...] [test=paper]
 """
-from detectres.apps.cli import run_tool
-from detectres.apps.evaluate import evaluate
+from detectres.apps.commands import run_command
 
 if __name__ == "__main__":
-    run_tool("eval", evaluate)
+    run_command("detectres-test")

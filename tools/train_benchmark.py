@@ -3,8 +3,7 @@
 
     python tools/train_benchmark.py [model=r101_c4] [min_size=800] [batch=2] [modes=[fp32,bf16,fp16]]
 """
-from detectres.apps.cli import run_tool
-from detectres.apps.train_benchmark import main as run_train_benchmark
+from detectres.apps.commands import run_command
 
 if __name__ == "__main__":
-    run_tool("train_benchmark", run_train_benchmark)
+    run_command("detectres-train-benchmark")

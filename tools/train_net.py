@@ -3,8 +3,7 @@
 
     python tools/train_net.py [model=r50_c4] [data=coco|coco8|custom ...] [solver.max_iter=N] [resume=true]
 """
-from detectres.apps.cli import run_tool
-from detectres.apps.train import train
+from detectres.apps.commands import run_command
 
 if __name__ == "__main__":
-    run_tool("train", train)
+    run_command("detectres-train")

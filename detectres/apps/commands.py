@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+
+from detectres.utils.signals import Terminated, exit_status, on_sigterm
 
 # command -> (module in detectres.apps, function, Hydra config name or None for an argparse tool)
 COMMANDS = {
@@ -26,7 +29,19 @@ COMMANDS = {
 
 
 def run_command(name: str) -> None:
-    """Run the tool behind console command ``name`` on ``sys.argv``."""
+    """Run the tool behind console command ``name`` on ``sys.argv``: the one entry of every tool (the
+    scripts in ``tools/`` call it too), so Ctrl-C and SIGTERM end it with 130 / 143 and one line at any
+    moment, while the heavy imports load or the config is composed included."""
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        start(name)
+    except KeyboardInterrupt as e:
+        print(f"detectres: {'terminated' if isinstance(e, Terminated) else 'interrupted'}", file=sys.stderr,
+              flush=True)
+        sys.exit(exit_status(e))
+
+
+def start(name: str) -> None:
     module, function, config = COMMANDS[name]
     if module == "demo.app":  # OpenCV's and FFmpeg's own log lines would bury the one-line errors
         os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
