@@ -66,8 +66,11 @@ def temp_file(path: str, suffix: str = "") -> tuple[int, str]:
     try:
         os.makedirs(directory, exist_ok=True)
         return tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=directory)
-    except PermissionError:
-        raise PermissionError(errno.EACCES, f"cannot write {path}: {directory} is not writable") from None
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        why = "a read-only file system" if e.errno == errno.EROFS else "not writable"
+        raise PermissionError(e.errno, f"cannot write {path}: {directory} is {why}") from None
 
 
 def atomic_write(path: str, write: Callable[[IO], None], *, binary: bool, suffix: str = "") -> None:
