@@ -7,7 +7,6 @@ import os
 
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.tensorboard import SummaryWriter
 
 from detectres.config.builder import build
 from detectres.data.build import build_dataset
@@ -19,6 +18,7 @@ from detectres.modeling.ensemble import EnsembleDetector
 from detectres.modeling.tta import TestTimeDetector
 from detectres.utils.comm import get_rank, get_world_size, init_distributed, is_main_process, shutdown_distributed
 from detectres.utils.env import set_threads
+from detectres.utils.events import tensorboard_writer, tensorboard_writes
 from detectres.utils.run_lock import RankZeroLock
 from detectres.weights.restore import (
     RestoredModel, build_restored, checked_recipe, read_for, recipe_config, require_weights, restore_config,
@@ -84,7 +84,7 @@ def evaluate_into(composed: DictConfig, cfg: DictConfig, weights, source: str, o
         return results
     write_eval_json(results, os.path.join(output_dir, "eval.json"))
     print_summary(results)
-    with SummaryWriter(output_dir) as tensorboard:
+    with tensorboard_writes(output_dir), tensorboard_writer(output_dir) as tensorboard:
         plots = write_evaluation_plots(output_dir, tensorboard=tensorboard)
     print(f"plots: {', '.join(os.path.basename(p) for p in plots)}")
     print(f"{results['seconds_per_image']:.4f} s/image; wrote {os.path.join(output_dir, 'eval.json')} and the "

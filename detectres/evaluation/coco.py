@@ -21,6 +21,7 @@ from pycocotools.coco import COCO as PyCOCO
 from pycocotools.cocoeval import COCOeval
 
 from detectres.data.datasets.base import DetectionDataset
+from detectres.utils.file_io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +59,7 @@ class COCOEvaluator:
         Returns ``{"AP": .., "AP50": .., ..., "per_class": {name: AP}}`` (percent).
         """
         if output_dir:
-            os.makedirs(output_dir, exist_ok=True)
-            with open(os.path.join(output_dir, "coco_instances_results.json"), "w") as f:
-                json.dump(self.results, f)
+            atomic_write_text(json.dumps(self.results), os.path.join(output_dir, "coco_instances_results.json"))
         if not self.results:
             logger.warning("no detections at all: every AP is 0")
             return {**{k: 0.0 for k in STAT_KEYS}, "per_class": {n: 0.0 for n in self.dataset.class_names}}

@@ -9,6 +9,7 @@ for a training run, ``metrics.jsonl``. So any finished output folder can be draw
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -18,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from detectres.utils.file_io import atomic_write_text  # noqa: E402
+from detectres.utils.file_io import atomic_write, atomic_write_text  # noqa: E402
 
 IOU_SETTINGS = ("0.5", "0.75", "0.5:0.95")
 LOSS_KEYS = ("total_loss", "loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc")
@@ -89,8 +90,11 @@ def plot_training(metrics_path: str, path: str):
 
 
 def save(fig, path: str):
+    """Render ``fig`` in memory, then write it atomically (a full disk names ``path``)."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()), binary=True, suffix=".png")
     return fig
 
 

@@ -27,6 +27,7 @@ import torch
 from detectres.data.datasets.base import DetectionDataset
 from detectres.data.records import xywh_to_xyxy
 from detectres.evaluation.coco import format_per_class_table
+from detectres.utils.file_io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -207,9 +208,9 @@ class VOCEvaluator:
 
     def write_devkit_results(self, folder: str) -> None:
         """``comp4_det_test_<class>.txt`` files (image stem, score, 1-based box) for the official devkit."""
-        os.makedirs(folder, exist_ok=True)
         for label, name in enumerate(self.dataset.class_names):
-            with open(os.path.join(folder, f"comp4_det_test_{name}.txt"), "w") as f:
-                for image_id, score, (x1, y1, x2, y2) in self.detections.get(label, []):
-                    stem = os.path.splitext(os.path.basename(self.dataset.coco.imgs[image_id]["file_name"]))[0]
-                    f.write(f"{stem} {score:.4f} {x1 + 1:.1f} {y1 + 1:.1f} {x2:.1f} {y2:.1f}\n")
+            lines = []
+            for image_id, score, (x1, y1, x2, y2) in self.detections.get(label, []):
+                stem = os.path.splitext(os.path.basename(self.dataset.coco.imgs[image_id]["file_name"]))[0]
+                lines.append(f"{stem} {score:.4f} {x1 + 1:.1f} {y1 + 1:.1f} {x2:.1f} {y2:.1f}\n")
+            atomic_write_text("".join(lines), os.path.join(folder, f"comp4_det_test_{name}.txt"))

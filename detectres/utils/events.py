@@ -1,10 +1,50 @@
 """Metrics logging: one JSON line per record in ``metrics.jsonl``, mirrored to TensorBoard."""
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
+import threading
 
-from detectres.utils.file_io import reporting_full_disk
+from detectres.utils.file_io import DiskFullError, disk_full_cause, reporting_full_disk
+
+_default_excepthook = threading.excepthook
+
+
+def _quiet_tensorboard_thread(args) -> None:
+    """TensorBoard's writer thread dies on a failed write (a full disk) and prints a traceback; the same
+    error reaches the main thread at the next flush or close, where it is reported in one line."""
+    if args.exc_traceback is not None:
+        frame = args.exc_traceback
+        while frame.tb_next is not None:
+            frame = frame.tb_next
+        if issubclass(args.exc_type, OSError) and "tensorboard" in frame.tb_frame.f_code.co_filename:
+            return
+    _default_excepthook(args)
+
+
+def tensorboard_writer(output_dir: str):
+    """A ``SummaryWriter`` for ``output_dir`` whose failed writes are reported once, by :func:`tensorboard_writes`."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    threading.excepthook = _quiet_tensorboard_thread
+    return SummaryWriter(output_dir)
+
+
+@contextlib.contextmanager
+def tensorboard_writes(output_dir: str):
+    """Around TensorBoard calls (adding, flushing, closing): a full disk is one error naming the events file."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except BaseException as e:
+        if disk_full_cause(e) is None:
+            raise
+        events = sorted(glob.glob(os.path.join(output_dir, "events.out.tfevents.*")), key=os.path.getmtime)
+        with reporting_full_disk(events[-1] if events else os.path.join(output_dir, "events.out.tfevents")):
+            raise
 
 
 class MetricsWriter:
@@ -18,10 +58,9 @@ class MetricsWriter:
             return
         os.makedirs(output_dir, exist_ok=True)
         self.path = os.path.join(output_dir, "metrics.jsonl")
+        self.output_dir = output_dir
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(output_dir)
+            self.tb = tensorboard_writer(output_dir)
 
     def write(self, iteration: int, scalars: dict[str, float]) -> None:
         if not self.enabled:
@@ -29,10 +68,12 @@ class MetricsWriter:
         with reporting_full_disk(self.path), open(self.path, "a") as f:
             f.write(json.dumps({"iteration": iteration, **scalars}) + "\n")
         if self.tb is not None:
-            for k, v in scalars.items():
-                self.tb.add_scalar(k, v, iteration)
-            self.tb.flush()
+            with tensorboard_writes(self.output_dir):
+                for k, v in scalars.items():
+                    self.tb.add_scalar(k, v, iteration)
+                self.tb.flush()
 
     def close(self) -> None:
         if self.tb is not None:
-            self.tb.close()
+            with tensorboard_writes(self.output_dir):
+                self.tb.close()

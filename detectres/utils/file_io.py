@@ -42,6 +42,8 @@ def reporting_full_disk(path: str):
     :class:`DiskFullError` naming ``path``."""
     try:
         yield
+    except DiskFullError:
+        raise  # already names its file
     except BaseException as e:
         if disk_full_cause(e) is not None:
             raise DiskFullError(errno.ENOSPC, f"no space left on device while writing {path}") from None
