@@ -9,7 +9,7 @@ from detectres.config import compose_config
 from detectres.utils.amp import autocast_context
 from detectres.utils.resize import resize_shortest_edge
 from detectres.utils.visualizer import draw_detections
-from detectres.weights.restore import RestoredModel, require_weights, restore_model
+from detectres.weights.restore import RestoredModel, choice_overrides, require_weights, restore_model
 
 
 class Detector:
@@ -52,7 +52,7 @@ class Detector:
                         device: str = "auto") -> "Detector":
         """Rebuild exactly the model a detectres training run saved (config and classes inside);
         ``overrides`` (``key=value``) change it, e.g. ``model.roi_heads.score_thresh=0.3``."""
-        overrides = [f"runtime.device={device}", *overrides]
+        overrides = [*choice_overrides(path, overrides), f"runtime.device={device}", *overrides]
         return cls.from_restored(restore_model(compose_config("predict", overrides), overrides, checkpoint=path))
 
     @classmethod

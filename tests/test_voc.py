@@ -124,6 +124,13 @@ def test_voc_trains_and_evaluates_with_both_metrics(voc_root, tmp_path):
     for name in ("pr_curves.png", "pr_curves_by_class.png", "per_class_ap.png", "pr_curves.json"):  # VOC plots too
         assert os.path.getsize(tmp_path / "e" / name) > 1000, name
     assert os.path.isfile(out / "training_curves.png")
+    # the checkpoint knows it was composed from data=voc07: its keys are overridable without naming it again
+    assert torch.load(out / "model_final.pth", weights_only=True)["config"]["choices"]["data"] == "voc07"
+    res = subprocess.run([sys.executable, str(PROJECT_ROOT / "tools" / "test_net.py"), f"checkpoint={out / 'model_final.pth'}",
+                          "data.evaluator.metric=area", f"runtime.output_dir={tmp_path / 'e2'}", "runtime.num_threads=1"],
+                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.load(open(tmp_path / "e2" / "eval.json"))["metric"] == "voc_area"
 
 
 # A hand-made case: 3 non-difficult boxes (A, B in image 1; C in image 2) and one difficult (D).

@@ -24,6 +24,7 @@ from detectres.apps.demo.sources import SourceError
 from detectres.apps.schemas import validate_tool_config
 from detectres.config import CONFIG_DIR, compose_config, task_overrides
 from detectres.config.targets import targets_in, trust_composed
+from detectres.weights.restore import choice_overrides
 from detectres.utils.file_io import disk_full_cause
 from detectres.utils.signals import Terminated, exit_status, on_sigterm
 
@@ -114,6 +115,9 @@ def run_app(config_name: str, app: Callable[[DictConfig, list[str]], Any], cfg: 
 def run_tool(config_name: str, app: Callable[[DictConfig, list[str]], Any]) -> None:
     """The command-line entry of a tool: ``python tools/X.py key=value ...``."""
     args = sys.argv[1:]
+    checkpoint = next((a.split("=", 1)[1] for a in args if a.startswith("checkpoint=")), None)
+    if checkpoint and not any(a.startswith("-") for a in args):  # compose the checkpoint's own config files
+        args = sys.argv[1:] = [*choice_overrides(checkpoint, args), *args]
     if not any(a.startswith("-") for a in args):  # --help, --cfg job, -m: Hydra's own flags
         try:
             cfg = compose_config(config_name, args)

@@ -21,6 +21,8 @@ from detectres.config.safety import CONFIG_FORMAT
 from detectres.config.schema import ConfigError
 from detectres.config.targets import targets_in, trust_composed
 
+RECIPE_GROUPS = ("model", "input", "data")
+
 
 def _register_resolvers() -> None:
     if not OmegaConf.has_resolver("detectres_root"):
@@ -77,5 +79,15 @@ def checkpoint_config(cfg: DictConfig) -> dict[str, Any]:
                                   "(stored configs are literal)")
     raw = OmegaConf.to_container(cfg, resolve=False)
     out["joins"] = shipped_joins(raw["data"] if "data" in raw else None)
+    out["choices"] = recipe_choices()
     out["config_format"] = CONFIG_FORMAT
     return out
+
+
+def recipe_choices() -> dict[str, str]:
+    """The config files the recipe groups were composed from (``data: voc07``...), so a tool restoring the
+    checkpoint composes the same ones and a key such as ``data.evaluator.metric`` can be overridden."""
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {group: str(choices[group]) for group in RECIPE_GROUPS if choices.get(group)}

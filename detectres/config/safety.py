@@ -38,6 +38,7 @@ MAX_CLASS_NAMES = 100_000
 CONFIG_FORMAT = 3          # bumped when the stored form changes; older forms are upgraded on read
 LEAVES = (str, int, float, bool, type(None))
 HYDRA_KEY = re.compile(r"_\w+_")
+CHOICE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")  # a config file's name, e.g. voc0712, r50_fpn
 
 
 class UnsafeConfigError(ValueError):
@@ -120,6 +121,10 @@ def read_stored_config(config: Any, source: str, trusted: Mapping[str, str] | No
     if not isinstance(fmt, int) or isinstance(fmt, bool) or not 1 <= fmt <= CONFIG_FORMAT:
         raise refuse(source, "config_format", f"{fmt!r}; this detectres reads formats 1 to {CONFIG_FORMAT}")
     joins = config.pop("joins", {}) if fmt >= 3 else portable.legacy_joins(config)
+    choices = config.pop("choices", {})
+    if not (isinstance(choices, dict) and set(choices) <= {"model", "input", "data"}
+            and all(isinstance(v, str) and CHOICE.fullmatch(v) for v in choices.values())):
+        raise refuse(source, "choices", f"{choices!r:.80}: a mapping of model/input/data to config names")
     try:
         portable.check_joins(joins)
     except ValueError as e:
@@ -134,7 +139,7 @@ def read_stored_config(config: Any, source: str, trusted: Mapping[str, str] | No
         portable.apply_joins(config, joins, portable.PlainAccess(config))
     except ValueError as e:
         raise refuse(source, "joins", str(e)) from None
-    config["joins"], config["config_format"] = joins, CONFIG_FORMAT
+    config["joins"], config["choices"], config["config_format"] = joins, choices, CONFIG_FORMAT
     return config
 
 

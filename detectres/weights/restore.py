@@ -10,12 +10,13 @@ the caller's config.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from detectres.config import carry_overrides, override_key
+from detectres.config import CONFIG_DIR, carry_overrides, override_key
 from detectres.config.portable import apply_joins
 from detectres.config.schema import Data, Input, ModelNode, validate
 from detectres.config.targets import targets_in
@@ -67,11 +68,29 @@ def read_for(cfg: DictConfig, path: str) -> Weights:
     return read_weights(path, trusted=targets_in(cfg))
 
 
+def choice_overrides(path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """``group=name`` for each recipe group (``data``, ``model``, ``input``) the checkpoint at ``path`` was
+    composed from and ``overrides`` do not choose: composing the tool's config with them first makes the
+    checkpoint's own keys overridable (``data.evaluator.metric=area`` on a VOC checkpoint). Nothing for a
+    file that is not a readable detectres checkpoint (its restore reports that)."""
+    if not path or not os.path.isfile(path):
+        return []
+    try:
+        config = read_weights(path).config or {}
+    except (ValueError, OSError):
+        return []
+    given = {override_key(o) for o in overrides}
+    return [f"{group}={name}" for group, name in (config.get("choices") or {}).items()
+            if group not in given and (CONFIG_DIR / group / f"{name}.yaml").is_file()]
+
+
 def recipe_config(cfg: DictConfig, stored: dict, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """``cfg`` with a checkpoint's recipe nodes (``stored``: what :func:`read_stored_config` returned) in
     place of its own, except :data:`EXECUTION_KEYS`; then the command-line ``overrides`` (already applied
     to ``cfg`` by Hydra) carried over on top, and the stored ``joins`` computed for every place the command
     line did not set (``data.root=/new`` moves the data paths joined to it)."""
+    same_files = {f"{group}={name}" for group, name in (stored.get("choices") or {}).items()}
+    overrides = [o for o in overrides if o not in same_files]  # the checkpoint's own groups: nothing to carry
     merged = OmegaConf.to_container(cfg, resolve=False)
     merged.update({node: copy.deepcopy(stored[node]) for node in RECIPE_NODES if node in stored})
     out = OmegaConf.create(merged)
