@@ -26,7 +26,7 @@ from detectres.config import CONFIG_DIR, compose_config, task_overrides
 from detectres.config.targets import targets_in, trust_composed
 from detectres.weights.restore import choice_overrides
 from detectres.utils.file_io import disk_full_cause
-from detectres.utils.signals import Terminated, exit_status, on_sigterm
+from detectres.utils.signals import SignalGate, Terminated, exit_status, on_sigterm
 
 DEBUG_ENV = "DETECTRES_DEBUG"
 USER_ERRORS = (ValueError, OSError, FloatingPointError, SourceError, ConfigCompositionException,
@@ -112,8 +112,18 @@ def run_app(config_name: str, app: Callable[[DictConfig, list[str]], Any], cfg: 
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
-def run_tool(config_name: str, app: Callable[[DictConfig, list[str]], Any]) -> None:
-    """The command-line entry of a tool: ``python tools/X.py key=value ...``."""
+def run_tool(config_name: str, app: Callable[[DictConfig, list[str]], Any], gate: SignalGate | None = None) -> None:
+    """The command-line entry of a tool: ``python tools/X.py key=value ...``. Ctrl-C and SIGTERM are held
+    (``gate``, already holding them since the imports, or a new one) until the app starts: composing the
+    config must not be cut in half."""
+    gate = gate or SignalGate().hold()
+    try:
+        start_tool(config_name, app, gate)
+    finally:
+        gate.release()
+
+
+def start_tool(config_name: str, app: Callable[[DictConfig, list[str]], Any], gate: SignalGate) -> None:
     args = sys.argv[1:]
     checkpoint = next((a.split("=", 1)[1] for a in args if a.startswith("checkpoint=")), None)
     if checkpoint and not any(a.startswith("-") for a in args):  # compose the checkpoint's own config files
@@ -128,6 +138,7 @@ def run_tool(config_name: str, app: Callable[[DictConfig, list[str]], Any]) -> N
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")
     def task(cfg: DictConfig) -> None:
+        gate.release()  # the config is composed: Ctrl-C and SIGTERM act at once again
         status = run_app(config_name, app, cfg)
         if status:
             sys.exit(status)

@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-from detectres.utils.signals import Terminated, exit_status, on_sigterm
+from detectres.utils.signals import SignalGate, Terminated, exit_status, on_sigterm
 
 # command -> (module in detectres.apps, function, Hydra config name or None for an argparse tool)
 COMMANDS = {
@@ -33,25 +33,30 @@ def run_command(name: str) -> None:
     scripts in ``tools/`` call it too), so Ctrl-C and SIGTERM end it with 130 / 143 and one line at any
     moment, while the heavy imports load or the config is composed included."""
     signal.signal(signal.SIGTERM, on_sigterm)
+    gate = SignalGate().hold()  # a signal inside a C++ extension's import aborts the process: defer it
     try:
-        start(name)
+        try:
+            start(name, gate)
+        finally:
+            gate.release()
     except KeyboardInterrupt as e:
         print(f"detectres: {'terminated' if isinstance(e, Terminated) else 'interrupted'}", file=sys.stderr,
               flush=True)
         sys.exit(exit_status(e))
 
 
-def start(name: str) -> None:
+def start(name: str, gate: SignalGate) -> None:
     module, function, config = COMMANDS[name]
     if module == "demo.app":  # OpenCV's and FFmpeg's own log lines would bury the one-line errors
         os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     app = getattr(importlib.import_module(f"detectres.apps.{module}"), function)
     if config is None:
+        gate.release()
         sys.exit(app())
     from detectres.apps.cli import run_tool
 
-    run_tool(config, app)
+    run_tool(config, app, gate)
 
 
 def command(name: str):

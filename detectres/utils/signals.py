@@ -13,3 +13,36 @@ def on_sigterm(signum, frame) -> None:
 
 def exit_status(interrupt: KeyboardInterrupt) -> int:
     return 143 if isinstance(interrupt, Terminated) else 130
+
+
+class SignalGate:
+    """Holds Ctrl-C and SIGTERM while code that must not be cut in half runs (Hydra's config composition:
+    interrupted, it can leave OmegaConf's state broken and fail with an unrelated error); :meth:`release`
+    restores the handlers and raises the interrupt that arrived meanwhile, if any."""
+
+    def __init__(self):
+        self.pending: int | None = None
+        self.previous: dict[int, object] = {}
+
+    def _record(self, signum, frame) -> None:
+        if self.pending is None:
+            self.pending = signum
+
+    def hold(self) -> "SignalGate":
+        import signal
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.previous[signum] = signal.signal(signum, self._record)
+        return self
+
+    def release(self) -> None:
+        import signal
+
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous.clear()
+        pending, self.pending = self.pending, None
+        if pending == signal.SIGTERM:
+            raise Terminated
+        if pending == signal.SIGINT:
+            raise KeyboardInterrupt
