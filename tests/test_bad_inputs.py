@@ -341,8 +341,8 @@ def test_training_never_writes_over_a_finished_run_or_its_starting_weights(train
     assert (run_dir / "model_final.pth").exists()
 
 
-@pytest.mark.parametrize("sig, status, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
-@pytest.mark.parametrize("delay", [0.3, 1.5])
+@pytest.mark.parametrize("sig, status, word, delay", [(signal.SIGINT, 130, "interrupted", 0.3),
+                                                      (signal.SIGTERM, 143, "terminated", 1.5)])
 def test_a_signal_while_importing_or_composing_is_one_line(tmp_path, sig, status, word, delay):
     """Ctrl-C or SIGTERM before the tool has even loaded torch or composed its config: the same exit
     status and one line as later, no traceback."""
