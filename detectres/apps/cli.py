@@ -26,7 +26,7 @@ from detectres.config import CONFIG_DIR, compose_config, task_overrides
 from detectres.config.targets import targets_in, trust_composed
 from detectres.weights.restore import choice_overrides
 from detectres.utils.file_io import disk_full_cause
-from detectres.utils.signals import SignalGate, Terminated, exit_status, on_sigterm
+from detectres.utils.signals import SignalGate, on_sigterm, report_interrupt
 
 DEBUG_ENV = "DETECTRES_DEBUG"
 USER_ERRORS = (ValueError, OSError, FloatingPointError, SourceError, ConfigCompositionException,
@@ -101,9 +101,7 @@ def run_app(config_name: str, app: Callable[[DictConfig, list[str]], Any], cfg: 
         validate_tool_config(config_name, cfg)
         result = app(cfg, task_overrides())
     except KeyboardInterrupt as e:
-        print(f"detectres: {'terminated' if isinstance(e, Terminated) else 'interrupted'}", file=sys.stderr,
-              flush=True)
-        return exit_status(e)
+        return report_interrupt(e)
     except USER_ERRORS as e:
         remove_if_empty(OmegaConf.select(HydraConfig.get(), "runtime.output_dir", throw_on_missing=False))
         fail(e)

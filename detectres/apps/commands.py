@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-from detectres.utils.signals import SignalGate, Terminated, exit_status, on_sigterm
+from detectres.utils.signals import SignalGate, on_sigterm, report_interrupt
 
 # command -> (module in detectres.apps, function, Hydra config name or None for an argparse tool)
 COMMANDS = {
@@ -40,9 +40,7 @@ def run_command(name: str) -> None:
         finally:
             gate.release()
     except KeyboardInterrupt as e:
-        print(f"detectres: {'terminated' if isinstance(e, Terminated) else 'interrupted'}", file=sys.stderr,
-              flush=True)
-        sys.exit(exit_status(e))
+        sys.exit(report_interrupt(e))
 
 
 def start(name: str, gate: SignalGate) -> None:

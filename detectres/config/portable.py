@@ -20,6 +20,7 @@ from detectres.config.paths import cache_dir, datasets_dir, package_data_dir
 
 DIR_BASES: dict[str, Callable[[], str]] = {"cache": cache_dir, "datasets": datasets_dir, "package_data": package_data_dir}
 KEY_BASES = ("data.root", "data.checks", "data.class_names")
+PATH_BASES = (*DIR_BASES, "data.root")  # bases that are strings and take a suffix; the others copy a node
 # the places each base may fill
 PLACES = {"cache": r"data\.root", "datasets": r"data\.root", "package_data": r"data\.root",
           "data.root": r"data\.(train|val|generate)\.(image_dir|ann_file|root)",
@@ -43,7 +44,7 @@ def shipped_form(text: str, place: str) -> dict | None:
     for prefix, base in SHIPPED.items():
         if text.startswith(prefix):
             suffix = text[len(prefix):]
-            if base in DIR_BASES or base == "data.root" or not suffix:
+            if base in PATH_BASES or not suffix:
                 if SUFFIX.fullmatch(suffix) and re.fullmatch(PLACES[base], place):
                     return {"base": base, "suffix": suffix}
     return None
@@ -76,7 +77,7 @@ def legacy_joins(config: dict) -> dict[str, dict]:
     joins = shipped_joins(config.get("data"))
     access = PlainAccess(config)
     for place, join in joins.items():
-        access.set(place, "" if join["base"] in DIR_BASES or join["base"] == "data.root" else None)
+        access.set(place, "" if join["base"] in PATH_BASES else None)
     return joins
 
 
@@ -92,8 +93,7 @@ def check_joins(joins: Any) -> None:
             raise ValueError(f"{place}: unknown base {base!r:.40} (allowed: {', '.join(PLACES)})")
         if not (isinstance(place, str) and re.fullmatch(PLACES[base], place)):
             raise ValueError(f"{place!r:.80}: base {base} may only fill {PLACES[base]}")
-        if not (isinstance(suffix, str) and SUFFIX.fullmatch(suffix)) or (base not in DIR_BASES and
-                                                                          base != "data.root" and suffix):
+        if not (isinstance(suffix, str) and SUFFIX.fullmatch(suffix)) or (base not in PATH_BASES and suffix):
             raise ValueError(f"{place}: suffix {suffix!r:.80} is not a literal path tail for base {base}")
 
 
@@ -125,7 +125,7 @@ def overridden(place: str, keys) -> bool:
     return any(place == k or place.startswith(k + ".") for k in keys)
 
 
-def apply_joins(config: Any, joins: dict[str, dict], access, skip=()) -> None:
+def apply_joins(joins: dict[str, dict], access, skip=()) -> None:
     """Fill each joined place (not under a key in ``skip``, the command line's) with its computed value:
     folders first, then the keys that refer to ``data.*`` values."""
     for place, join in sorted(joins.items(), key=lambda kv: kv[1]["base"] in KEY_BASES):

@@ -25,7 +25,7 @@ import re
 from typing import Any, Mapping
 
 from detectres.config import portable
-from detectres.config.targets import allow_targets, target_allowed, targets_in  # noqa: F401  (re-exported)
+from detectres.config.targets import target_allowed
 
 # Limits, measured against the largest configs the project composes (train with model=quickstart_fpn or
 # r101_fpn, data=voc0712, solver=coco_3x: at most 334 nodes, depth 6, 4.0k characters; a 1,203-class
@@ -136,7 +136,7 @@ def read_stored_config(config: Any, source: str, trusted: Mapping[str, str] | No
     if fmt < 2:
         upgrade_format_1(config)
     try:
-        portable.apply_joins(config, joins, portable.PlainAccess(config))
+        portable.apply_joins(joins, portable.PlainAccess(config))
     except ValueError as e:
         raise refuse(source, "joins", str(e)) from None
     config["joins"], config["choices"], config["config_format"] = joins, choices, CONFIG_FORMAT

@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Mapping
 
+from detectres.config.portable import walk
+
 DECLARED_TARGETS: frozenset[str] = frozenset({
     "detectres.modeling.detector.FasterRCNN",
     "detectres.modeling.backbones.resnet.ResNet",
@@ -89,14 +91,7 @@ def targets_in(config: Any, path: str = "") -> dict[str, str]:
         from omegaconf import OmegaConf
 
         config = OmegaConf.to_container(config, resolve=False)
-    found: dict[str, str] = {}
-    stack = [(path, config)]
-    while stack:
-        where, node = stack.pop()
-        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-        for key, value in items:
-            if key == "_target_" and isinstance(value, str):
-                found[where] = value
-            elif isinstance(value, (dict, list)):
-                stack.append((f"{where}.{key}" if where else str(key), value))
-    return found
+    if not isinstance(config, (dict, list)):
+        return {}
+    return {place.rpartition(".")[0]: value for place, _, key, value in walk(config, path)
+            if key == "_target_" and isinstance(value, str)}

@@ -15,6 +15,15 @@ def exit_status(interrupt: KeyboardInterrupt) -> int:
     return 143 if isinstance(interrupt, Terminated) else 130
 
 
+def report_interrupt(interrupt: KeyboardInterrupt) -> int:
+    """The one line every tool prints when stopped by a signal; returns its exit status (130 / 143)."""
+    import sys
+
+    print(f"detectres: {'terminated' if isinstance(interrupt, Terminated) else 'interrupted'}", file=sys.stderr,
+          flush=True)
+    return exit_status(interrupt)
+
+
 class SignalGate:
     """Holds Ctrl-C and SIGTERM while code that must not be cut in half runs (Hydra's config composition:
     interrupted, it can leave OmegaConf's state broken and fail with an unrelated error); :meth:`release`

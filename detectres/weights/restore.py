@@ -23,7 +23,8 @@ from detectres.config.targets import targets_in
 from detectres.data.build import dataset_class_names
 from detectres.modeling.build import build_model
 from detectres.utils.env import resolve_device
-from detectres.weights.loading import Weights, load_weights_into, read_weights
+from detectres.config.safety import read_stored_config
+from detectres.weights.loading import Weights, load_weights_into, read_raw, read_weights
 
 RECIPE_NODES = ("model", "input", "data")
 # How a run executes, not what the model is: always the caller's, never a checkpoint's.
@@ -75,8 +76,10 @@ def choice_overrides(path: str | None, overrides: list[str] | tuple[str, ...] = 
     file that is not a readable detectres checkpoint (its restore reports that)."""
     if not path or not os.path.isfile(path):
         return []
-    try:
-        config = read_weights(path).config or {}
+    try:  # only the stored config: no weights converted or checked (the restore does that)
+        obj = read_raw(path)
+        stored = obj.get("config") if isinstance(obj, dict) else None
+        config = read_stored_config(stored, path) if stored is not None else {}
     except (ValueError, OSError):
         return []
     given = {override_key(o) for o in overrides}
@@ -99,7 +102,7 @@ def recipe_config(cfg: DictConfig, stored: dict, overrides: list[str] | tuple[st
             OmegaConf.update(out, key, OmegaConf.select(cfg, key), merge=False, force_add=True)
     out = carry_overrides(out, cfg, overrides)
     try:
-        apply_joins(out, stored.get("joins") or {}, DictConfigAccess(out), skip=[override_key(o) for o in overrides])
+        apply_joins(stored.get("joins") or {}, DictConfigAccess(out), skip=[override_key(o) for o in overrides])
     except ValueError as e:
         raise ValueError(f"cannot place the checkpoint's data paths: {e}") from None
     return out
