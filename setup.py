@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent
 # project folder -> where it goes inside the built package
 PACKAGE_DATA_DIRS = {"configs": "configs", "tests/data/coco8": "samples/coco8", "tests/data/images": "samples/images"}
 COMMANDS = ["train", "test", "predict", "demo", "check-data", "ablation", "benchmark", "train-benchmark", "convert",
-            "gpu-latency", "scoring-benchmark", "plot", "export"]
+            "gpu-latency", "scoring-benchmark", "scale-benchmark", "plot", "export"]
 
 
 class BuildWithData(build_py):
@@ -45,6 +45,7 @@ setup(
         "tqdm>=4.60",
         "tensorboard>=2.12",
         "matplotlib>=3.7",
+        "msgspec>=0.18",
     ],
     # onnx + onnxruntime: the export tests run the exported file (and users who deploy with ONNX need them);
     # hypothesis: the property test that no stored config can make a restore import or read anything

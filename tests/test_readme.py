@@ -19,7 +19,8 @@ SCRIPTS = {"tools/train_net.py": "detectres-train", "tools/test_net.py": "detect
            "tools/benchmark.py": "detectres-benchmark", "tools/train_benchmark.py": "detectres-train-benchmark",
            "tools/convert_weights.py": "detectres-convert", "tools/export.py": "detectres-export",
            "tools/plot_results.py": "detectres-plot", "tools/gpu_latency.py": "detectres-gpu-latency",
-           "tools/scoring_benchmark.py": "detectres-scoring-benchmark"}
+           "tools/scoring_benchmark.py": "detectres-scoring-benchmark",
+           "tools/scale_benchmark.py": "detectres-scale-benchmark"}
 
 
 def readme_commands() -> list[tuple[str, list[str]]]:

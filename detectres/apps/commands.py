@@ -23,6 +23,7 @@ COMMANDS = {
     "detectres-convert": ("convert", "main", None),
     "detectres-gpu-latency": ("gpu_latency", "main", None),
     "detectres-scoring-benchmark": ("scoring_benchmark", "main", None),
+    "detectres-scale-benchmark": ("scale_benchmark", "main", None),
     "detectres-plot": ("plot", "main", None),
     "detectres-export": ("export", "main", None),
 }

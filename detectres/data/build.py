@@ -57,11 +57,10 @@ def build_datasets(cfg: DictConfig) -> tuple[DetectionDataset, DetectionDataset]
 def dataset_class_names(data_cfg: DictConfig) -> list[str]:
     """Class names from the data config: ``class_names`` when it lists them (VOC), else the categories of
     the training annotation file (COCO format), read without loading the dataset."""
-    from detectres.data.datasets.coco import read_coco_json
-    from detectres.data.records import check_categories
+    from detectres.data.datasets.coco import read_categories
 
     if data_cfg.class_names:
         return list(data_cfg.class_names)
     prepare_data(data_cfg)
     ann_file = data_cfg.train.ann_file
-    return [c["name"] for c in check_categories(read_coco_json(ann_file).get("categories"), ann_file)]
+    return [c["name"] for c in read_categories(ann_file)]

@@ -1,0 +1,154 @@
+"""A cache of checked records, addressed by content: a large annotation file is parsed and checked once,
+and later runs (and every torchrun rank) read the result.
+
+The file is ``<cache>/records/<key>.npz`` (``$DETECTRES_CACHE``, else ``~/.cache/detectres``), where the
+key is the SHA-256 of the annotation file's bytes together with everything else the checks depend on
+(how messages name the file, the image folder, the policies) and :data:`CACHE_FORMAT`. It holds the box
+columns as arrays and the image entries, categories and problems as JSON, and is read with
+``allow_pickle=False``. The first process to take the key's lock builds it while the others wait, then
+read it; a cache that cannot be written (read-only, full disk) or read (damaged) is reported and the
+records are checked again: it never fails a run. Image files are still looked at every run.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from typing import Any, Callable
+
+import msgspec
+import numpy as np
+
+from detectres.config.paths import cache_dir
+from detectres.data.checks import DataReport, Problem
+from detectres.data.records import BoxTable, Records
+from detectres.utils.file_io import atomic_write
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+MIN_BYTES = 8 << 20  # smaller files are read and checked in well under a second
+COLUMNS = ("ids", "image_ids", "category_ids", "boxes", "areas", "iscrowd", "difficult")
+
+
+def record_cache_dir() -> str:
+    return os.path.join(cache_dir(), "records")
+
+
+def cache_key(raw: bytes, key: list) -> str:
+    digest = hashlib.sha256(raw)
+    digest.update(json.dumps([CACHE_FORMAT, key], sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def cached_records(ann_file: str, *, key: list, report: DataReport, check: Callable[[list[bytes]], Records]) -> Records:
+    """``check([the file's bytes])`` (which fills ``report`` and may empty the list to free the bytes
+    early), or what it returned for the same content before. An unchanged file (same size, modification
+    time and inode) is found by its stat index without reading it again."""
+    size = os.path.getsize(ann_file)
+    if size < MIN_BYTES:
+        return check([read_bytes(ann_file)])
+    index = stat_index_path(ann_file, key)
+    path = read_stat_index(index)
+    records = read_cache(path, report) if path else None
+    if records is not None:
+        return records
+    raw = [read_bytes(ann_file)]
+    path = os.path.join(record_cache_dir(), f"{cache_key(raw[0], key)}.npz")
+    with key_lock(path):
+        records = read_cache(path, report)  # another process built it while this one waited
+        if records is None:
+            records = check(raw)
+            release_freed_memory()
+            write_cache(path, records, report)
+    write_stat_index(index, path)
+    return records
+
+
+def read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def stat_index_path(ann_file: str, key: list) -> str:
+    """Where the content key of ``ann_file`` as it is now (path, size, modification time, inode) is noted."""
+    st = os.stat(ann_file)
+    name = json.dumps([os.path.realpath(ann_file), st.st_size, st.st_mtime_ns, st.st_ino, CACHE_FORMAT, key],
+                      sort_keys=True, default=str)
+    return os.path.join(record_cache_dir(), "by-stat", hashlib.sha256(name.encode()).hexdigest())
+
+
+def read_stat_index(index: str) -> str | None:
+    try:
+        with open(index, encoding="utf-8") as f:
+            name = f.read().strip()
+    except OSError:
+        return None
+    return os.path.join(record_cache_dir(), name) if name.endswith(".npz") and "/" not in name else None
+
+
+def write_stat_index(index: str, path: str) -> None:
+    if os.path.exists(path):
+        try:
+            atomic_write(index, lambda f: f.write(os.path.basename(path)), binary=False)
+        except OSError:
+            pass  # only the next run's shortcut is lost
+
+
+def release_freed_memory() -> None:
+    """Give the heap that a large parse freed back to the system (glibc's ``malloc_trim``), so the model
+    and the batches that follow do not add to it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+@contextlib.contextmanager
+def key_lock(path: str):
+    """An exclusive lock on ``path``'s key, released when the process ends however it ends (no lock
+    where the folder cannot be written or ``fcntl`` is missing: each process then checks for itself)."""
+    try:
+        import fcntl
+
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        handle = open(path + ".lock", "a")
+    except (ImportError, OSError):
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def read_cache(path: str, report: DataReport) -> Records | None:
+    """The cached records (their problems added to ``report``), or None when there is no usable file."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = msgspec.json.decode(data["meta"].tobytes())
+            columns = {k: data[k] if k in data.files else None for k in COLUMNS}
+        records = Records(images=meta["images"], boxes=BoxTable(**columns), categories=meta["categories"])
+        problems = [Problem(*p) for p in meta["problems"]]
+    except Exception as e:  # a damaged or foreign file: check again, and replace it
+        logger.warning("record cache %s is unreadable (%s): checking the annotations again", path, e)
+        return None
+    report.problems.extend(problems)
+    logger.info("data: checked records of %s read from the record cache %s", report.name, path)
+    return records
+
+
+def write_cache(path: str, records: Records, report: DataReport) -> None:
+    meta = {"images": records.images, "categories": records.categories,
+            "problems": [[p.kind, p.where, p.detail, p.action] for p in report.problems]}
+    arrays = {k: getattr(records.boxes, k) for k in COLUMNS if getattr(records.boxes, k) is not None}
+    try:
+        atomic_write(path, lambda f: np.savez(f, meta=np.frombuffer(msgspec.json.encode(meta), np.uint8), **arrays),
+                     binary=True, suffix=".npz")
+    except OSError as e:
+        logger.warning("record cache not written (%s): the next run checks %s again", e, report.name)
