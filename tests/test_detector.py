@@ -142,7 +142,11 @@ def test_a_batch_gives_each_image_its_own_detections():
     for image, got in zip(images, batch):
         alone = det.predict(image)
         assert len(got["scores"]) == len(alone["scores"]) > 0
-        np.testing.assert_allclose(got["boxes"], alone["boxes"], atol=1e-3)
         np.testing.assert_allclose(got["scores"], alone["scores"], atol=1e-5)
+        # the same detection in each slot, up to the order of equal scores (which CPUs break differently)
+        close = (np.abs(got["scores"][:, None] - alone["scores"][None]) <= 1e-5) & \
+                (got["labels"][:, None] == alone["labels"][None]) & \
+                (np.abs(got["boxes"][:, None] - alone["boxes"][None]).max(-1) <= 1e-3)
+        assert close.any(1).all() and close.any(0).all()
         assert got["labels"].tolist() == alone["labels"].tolist()
     assert not np.array_equal(batch[0]["scores"], batch[1]["scores"])
