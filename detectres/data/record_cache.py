@@ -55,6 +55,7 @@ def cached_records(ann_file: str, *, key: list, report: DataReport, check: Calla
     records = read_cache(path, report) if path else None
     if records is not None:
         return records
+    release_freed_memory()  # what composing the config and building the other split left behind
     raw = [read_bytes(ann_file)]
     path = os.path.join(record_cache_dir(), f"{cache_key(raw[0], key)}.npz")
     with key_lock(path):

@@ -13,16 +13,22 @@ import io
 import json
 import os
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from detectres.utils.file_io import atomic_write, atomic_write_text  # noqa: E402
+from detectres.utils.file_io import atomic_write, atomic_write_text
 
 IOU_SETTINGS = ("0.5", "0.75", "0.5:0.95")
 LOSS_KEYS = ("total_loss", "loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc")
+
+
+def pyplot():
+    """matplotlib's pyplot on the headless Agg backend, imported on first use (0.3 s a tool start need not pay)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def read_json(path: str):
@@ -36,7 +42,7 @@ def class_mean(rows: list[list[float | None]]) -> np.ndarray:
 
 
 def plot_pr_all(curves: dict, path: str):
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = pyplot().subplots(figsize=(6, 5))
     for iou in IOU_SETTINGS:
         ax.plot(curves["recall"], class_mean(curves["precision"][iou]), label=f"IoU {iou}")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
@@ -49,7 +55,7 @@ def plot_pr_all(curves: dict, path: str):
 def plot_pr_extremes(curves: dict, per_class: dict, path: str, count: int = 3):
     ranked = sorted((n for n in per_class if per_class[n] is not None), key=lambda n: per_class[n])  # None: no boxes
     chosen = list(dict.fromkeys(ranked[:count] + ranked[-count:]))
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = pyplot().subplots(figsize=(6, 5))
     for name in chosen:
         row = curves["precision"]["0.5:0.95"][curves["classes"].index(name)]
         ax.plot(curves["recall"], [np.nan if x is None else x for x in row],
@@ -63,7 +69,7 @@ def plot_pr_extremes(curves: dict, per_class: dict, path: str, count: int = 3):
 
 def plot_per_class_ap(per_class: dict, path: str):
     items = sorted(((n, v) for n, v in per_class.items() if v is not None), key=lambda kv: kv[1])
-    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.22 * len(items) + 1)))
+    fig, ax = pyplot().subplots(figsize=(7, max(2.5, 0.22 * len(items) + 1)))
     ax.barh([n for n, _ in items], [v for _, v in items], color="tab:blue")
     ax.set(xlabel="AP (IoU 0.5:0.95, %)", xlim=(0, 100), title="Per-class AP")
     ax.grid(axis="x", alpha=0.3)
@@ -75,7 +81,7 @@ def plot_training(metrics_path: str, path: str):
     steps = [r for r in records if "total_loss" in r]
     if not steps:
         return None
-    fig, (loss_ax, lr_ax) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    fig, (loss_ax, lr_ax) = pyplot().subplots(2, 1, figsize=(7, 6), sharex=True)
     it = [r["iteration"] for r in steps]
     for key in LOSS_KEYS:
         if key in steps[0]:
@@ -119,6 +125,6 @@ def write_evaluation_plots(folder: str, tensorboard=None, step: int = 0) -> list
             continue
         if tensorboard is not None:
             tensorboard.add_figure(f"eval/{name}", fig, step)
-        plt.close(fig)
+        pyplot().close(fig)
         written.append(os.path.join(folder, f"{name}.png"))
     return written
