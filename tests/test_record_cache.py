@@ -161,6 +161,14 @@ def test_a_second_build_reads_the_cache_and_gets_the_same_dataset(tmp_path, cach
     assert 5 not in COCODataset(image_dir=img, ann_file=ann).image_ids
 
 
+def test_only_the_most_recently_used_record_files_are_kept(tmp_path, cache, monkeypatch):
+    monkeypatch.setattr(record_cache, "KEEP", 2)
+    img, ann = write_set(tmp_path)
+    for policy in ["fix", "drop_annotation", "skip_image"]:
+        COCODataset(image_dir=img, ann_file=ann, checks={"box_outside_image": policy})
+    assert len(list(cache.glob("*.npz"))) == 2 and len(list(cache.glob("*.lock"))) == 2
+
+
 def test_changed_content_is_checked_again(tmp_path, cache):
     img, ann = write_set(tmp_path)
     COCODataset(image_dir=img, ann_file=ann)

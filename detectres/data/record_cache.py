@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 MIN_BYTES = 8 << 20  # smaller files are read and checked in well under a second
+KEEP = 16            # record files kept; the least recently used beyond that are removed
 COLUMNS = ("ids", "image_ids", "category_ids", "boxes", "areas", "iscrowd", "difficult")
 
 
@@ -140,6 +141,8 @@ def read_cache(path: str, report: DataReport) -> Records | None:
         logger.warning("record cache %s is unreadable (%s): checking the annotations again", path, e)
         return None
     report.problems.extend(problems)
+    with contextlib.suppress(OSError):
+        os.utime(path)  # recently used: kept by prune()
     logger.info("data: checked records of %s read from the record cache %s", report.name, path)
     return records
 
@@ -153,3 +156,19 @@ def write_cache(path: str, records: Records, report: DataReport) -> None:
                      binary=True, suffix=".npz")
     except OSError as e:
         logger.warning("record cache not written (%s): the next run checks %s again", e, report.name)
+        return
+    prune(os.path.dirname(path))
+
+
+def prune(folder: str) -> None:
+    """Remove all but the :data:`KEEP` most recently used record files (each edit of a large annotation file
+    makes a new one), with their locks."""
+    try:
+        files = sorted((e for e in os.scandir(folder) if e.name.endswith(".npz") and not e.name.startswith(".")),
+                       key=lambda e: e.stat().st_mtime, reverse=True)
+    except OSError:
+        return
+    for entry in files[KEEP:]:
+        for name in (entry.path, entry.path + ".lock"):
+            with contextlib.suppress(OSError):
+                os.remove(name)
