@@ -236,3 +236,25 @@ def test_the_scale_benchmark_runs(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     rows = [line.split() for line in out.stdout.splitlines() if line.split()[:1] == ["300"]]
     assert [r[1] for r in rows] == ["first", "second"] and all(float(r[2]) > 0 and float(r[3]) > 0.1 for r in rows)
+
+
+def test_resume_compares_digests_made_the_same_way_else_the_counts():
+    from detectres.engine.checkpoint import data_changed
+
+    new = {"digest": "b" * 64, "digest_format": 2, "images": 4, "annotations": 8}
+    assert not data_changed({"digest": "a" * 64, "images": 4, "annotations": 8}, new)  # a checkpoint from before
+    assert data_changed({"digest": "a" * 64, "images": 4, "annotations": 9}, new)
+    assert data_changed({**new, "digest": "c" * 64}, new) and not data_changed(dict(new), new)
+
+
+def test_the_digest_names_the_records_not_where_they_live(tmp_path):
+    digests = []
+    for root in (tmp_path / "a", tmp_path / "b"):
+        img, ann = write_set(root)
+        digests.append(COCODataset(image_dir=img, ann_file=ann).identity()["digest"])
+    records = json.loads(open(ann).read())
+    records["annotations"][0]["bbox"][0] += 1
+    with open(ann, "w") as f:
+        json.dump(records, f)
+    digests.append(COCODataset(image_dir=img, ann_file=ann).identity()["digest"])
+    assert digests[0] == digests[1] != digests[2]

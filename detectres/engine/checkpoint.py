@@ -69,6 +69,16 @@ def describe_data(identity: dict) -> str:
             f"digest {str(identity.get('digest'))[:12]})")
 
 
+def data_changed(saved: dict, current: dict) -> bool:
+    """Whether two data identities name different records, wherever they live: the digests where both were
+    made the same way (``digest_format``; before format 2 every box was hashed as text), else the counts."""
+    if saved.get("digest") is None or current.get("digest") is None:
+        return False
+    if saved.get("digest_format", 1) == current.get("digest_format", 1):
+        return saved["digest"] != current["digest"]
+    return (saved.get("images"), saved.get("annotations")) != (current.get("images"), current.get("annotations"))
+
+
 def resume_differences(saved: dict, current: dict) -> list[str]:
     """How the run that wrote ``saved`` differs from this one (``current``, what it would save), in what
     ``current`` records: the model config (the initial ``weights`` file aside), the class names in
@@ -85,8 +95,7 @@ def resume_differences(saved: dict, current: dict) -> list[str]:
                 for k in sorted(set(old) | set(new)) if old.get(k, "<absent>") != new.get(k, "<absent>")]
     if "class_names" in current and saved.get("class_names") != current["class_names"]:
         out.append(f"class_names: {saved.get('class_names')} -> {current['class_names']}")
-    digests = [(state.get("data_identity") or {}).get("digest") for state in (saved, current)]
-    if None not in digests and digests[0] != digests[1]:  # the same records wherever they live
+    if data_changed(saved.get("data_identity") or {}, current.get("data_identity") or {}):
         out.append(f"training data: {describe_data(saved['data_identity'])} -> "
                    f"{describe_data(current['data_identity'])}")
     return out

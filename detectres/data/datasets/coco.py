@@ -17,7 +17,7 @@ import msgspec
 
 from detectres.data.checks import DataCheckError
 from detectres.data.datasets.base import DetectionDataset
-from detectres.data.record_cache import cached_records
+from detectres.data.record_cache import cached_records, read_bytes as read_file
 from detectres.data.records import Records, check_categories, clean_records
 
 
@@ -50,8 +50,7 @@ class CategoriesOnly(msgspec.Struct):
 def read_bytes(ann_file: str) -> bytes:
     if not os.path.isfile(ann_file):
         raise FileNotFoundError(f"annotation file not found: {ann_file}")
-    with open(ann_file, "rb") as f:
-        return f.read()
+    return read_file(ann_file)
 
 
 def parse_json(raw: bytes, ann_file: str) -> Any:
