@@ -335,9 +335,9 @@ class Records:
         """These records without the images ``image_ids`` and their boxes."""
         if not image_ids:
             return self
+        keep = ~np.isin(self.boxes.image_ids, np.fromiter(image_ids, np.int64))
         return Records(images=[im for im in self.images if im["id"] not in image_ids],
-                       boxes=self.boxes.take(~np.isin(self.boxes.image_ids, np.fromiter(image_ids, np.int64))),
-                       categories=self.categories)
+                       boxes=self.boxes if keep.all() else self.boxes.take(keep), categories=self.categories)
 
 
 def clean_records(records: Any, *, source: str, image_root: str, report: DataReport) -> Records:

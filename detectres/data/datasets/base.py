@@ -114,6 +114,7 @@ class DetectionDataset(Dataset):
         self.categories = records.categories
         self.imgs = {im["id"]: im for im in records.images}
         self.image_ids = sorted(self.imgs)
+        in_order = [self.imgs[i] for i in self.image_ids]
         image_of_box = records.boxes.image_ids
         if (image_of_box[1:] < image_of_box[:-1]).any():
             records.boxes = records.boxes.take(np.argsort(image_of_box, kind="stable"))
@@ -122,7 +123,7 @@ class DetectionDataset(Dataset):
         self._box_start = np.searchsorted(self.boxes.image_ids, ids, side="left")
         self._box_end = np.searchsorted(self.boxes.image_ids, ids, side="right")
         self._row_of = {image_id: i for i, image_id in enumerate(self.image_ids)}
-        self.aspect_ratios = np.array([self.imgs[i]["width"] / self.imgs[i]["height"] for i in self.image_ids])
+        self.aspect_ratios = np.array([im["width"] / im["height"] for im in in_order])
         self._coco = None
 
     def checked_records(self, records: Any) -> Records:
@@ -142,15 +143,15 @@ class DetectionDataset(Dataset):
         """Look at every image file (``level`` exists/header/decode) and apply the policies."""
         images = records.images
         skip, file_sizes = set(), {}
-        listed = FolderListing()
+        if level == "exists":
+            for image in FolderListing().missing(self.image_root, images):
+                self.report.add("missing_image", self._where(image), "image file not found")
+                skip.add(image["id"])
+            return records.without_images(skip)
         progress = tqdm(images, desc=f"checking images ({level})", unit="img", leave=False,
-                        disable=level == "exists" or len(images) < 200, dynamic_ncols=True)
+                        disable=len(images) < 200, dynamic_ncols=True)
         for image in progress:
             try:
-                if level == "exists":
-                    if not listed.is_file(self.image_root, image["file_name"]):
-                        raise ImageFileError("missing_image", self.image_path_of(image), "image file not found")
-                    continue
                 path = self.image_path_of(image)
                 hw = image_file_size(path) if level == "header" else read_image_file(path).shape[:2]
             except ImageFileError as e:
@@ -186,10 +187,10 @@ class DetectionDataset(Dataset):
         """What a resumed run checks it still trains on: a digest of the records it trains on (each image's
         file and size, each box, class and flag, the class list, what is ignored), wherever the files
         live; the counts and source files name it in messages."""
-        b = self.boxes
+        b, images = self.boxes, [self.imgs[i] for i in self.image_ids]
         digest = hashlib.sha256(json.dumps([self.ignore_flag, self.class_names]).encode())
-        digest.update("\0".join(self.imgs[i]["file_name"] for i in self.image_ids).encode())
-        digest.update(np.array([[self.imgs[i]["width"], self.imgs[i]["height"]] for i in self.image_ids], np.float64))
+        digest.update("\0".join([im["file_name"] for im in images]).encode())
+        digest.update(np.array([im["width"] for im in images] + [im["height"] for im in images], np.float64))
         for column in (b.image_ids, b.category_ids, b.boxes, self.ignored(b), b.iscrowd):
             digest.update(np.ascontiguousarray(column))
         return {"digest": digest.hexdigest(), "digest_format": 2, "images": len(self), "annotations": len(b),
@@ -288,19 +289,30 @@ class FolderListing:
     def __init__(self):
         self.files: dict[str, set[str]] = {}
 
-    def is_file(self, root: str, file_name: str) -> bool:
-        """Whether ``root/file_name`` is a file (or a link to one)."""
-        if "/" in file_name or os.sep in file_name or not root:
-            folder, name = os.path.split(os.path.join(root, file_name))
-        else:
-            folder, name = root, file_name
+    def missing(self, root: str, images: list[dict]) -> list[dict]:
+        """The image entries whose file ``root/file_name`` is not a file."""
+        names = [im["file_name"] for im in images]
+        if not root or any("/" in n or os.sep in n for n in names):
+            return [im for im, n in zip(images, names) if not self.is_file(root, n)]
+        files = self.listing(root)
+        return [im for im, n in zip(images, names) if n not in files]
+
+    def listing(self, folder: str) -> set[str]:
         if folder not in self.files:
             try:
                 with os.scandir(folder or ".") as entries:
                     self.files[folder] = {e.name for e in entries if e.is_file()}
             except OSError:
                 self.files[folder] = set()
-        return name in self.files[folder]
+        return self.files[folder]
+
+    def is_file(self, root: str, file_name: str) -> bool:
+        """Whether ``root/file_name`` is a file (or a link to one)."""
+        if "/" in file_name or os.sep in file_name or not root:
+            folder, name = os.path.split(os.path.join(root, file_name))
+        else:
+            folder, name = root, file_name
+        return name in self.listing(folder)
 
 
 def size_mismatch_detail(file_hw: tuple[int, ...], image: dict) -> str:
