@@ -229,3 +229,17 @@ def test_paths_that_do_not_exist_are_named(tmp_path):
         COCODataset(image_dir=img_dir, ann_file=str(tmp_path / "nope.json"))
     with pytest.raises(FileNotFoundError, match="image directory not found"):
         COCODataset(image_dir=str(tmp_path / "missing"), ann_file=ann)
+
+
+def test_check_data_never_writes_its_report_over_the_annotations(tmp_path):
+    from detectres.apps.check_data import check_data
+
+    img_dir, ann = write_set(tmp_path, good_records())
+    before = open(ann).read()
+    data = ["data=custom", f"data.train.image_dir={img_dir}", f"data.train.ann_file={ann}",
+            f"data.val.image_dir={img_dir}", f"data.val.ann_file={ann}"]
+    with pytest.raises(ValueError, match="output would write .*ann.json over the input"):
+        check_data(compose_config("check_data", [*data, f"output={ann}"]))
+    assert open(ann).read() == before
+    assert check_data(compose_config("check_data", [*data, f"output={tmp_path / 'report.json'}"])) == 0
+    assert json.loads((tmp_path / "report.json").read_text())["train"]["usable_images"] == 4

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from detectres.apps.evaluate import evaluate
 from detectres.apps.schemas import validate_tool_config
 from detectres.config import compose_config
+from detectres.utils.file_io import atomic_write_text
 from detectres.weights import read_weights
 
 PAPER_SCALE_RATIOS = (1 / 3, 2 / 3, 1.0, 4 / 3, 5 / 3)
@@ -60,11 +61,8 @@ def run_ablation(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -
         print(f"== {name}: {' '.join(row)}")
         results[name] = evaluate(row_cfg, row)
     table = format_table(results)
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "ablation.md"), "w") as f:
-        f.write(table + "\n")
-    with open(os.path.join(output_dir, "ablation.json"), "w") as f:
-        json.dump({k: {m: v[m] for m in ("AP", "AP50", "AP75", "seconds_per_image")} for k, v in results.items()}, f,
-                  indent=2)
+    atomic_write_text(table + "\n", os.path.join(output_dir, "ablation.md"))
+    atomic_write_text(json.dumps({k: {m: v[m] for m in ("AP", "AP50", "AP75", "seconds_per_image")}
+                                  for k, v in results.items()}, indent=2), os.path.join(output_dir, "ablation.json"))
     print(table)
     return results

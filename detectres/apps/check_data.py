@@ -12,6 +12,8 @@ from detectres.config.builder import build
 from detectres.data.build import prepare_data
 from detectres.data.checks import DataCheckError, DataReport
 from detectres.utils.env import set_threads
+from detectres.utils.file_io import atomic_write_text
+from detectres.utils.outputs import refuse_overwriting
 
 
 def load_report(cfg: DictConfig, split: str) -> tuple[DataReport | None, int, str]:
@@ -45,8 +47,8 @@ def check_data(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> 
         everything[split] = {"usable_images": kept, "error": error,
                              "problems": [asdict(p) for p in (report.problems if report else [])]}
     if cfg.output:
-        os.makedirs(os.path.dirname(os.path.abspath(cfg.output)), exist_ok=True)
-        with open(cfg.output, "w") as f:
-            json.dump(everything, f, indent=2)
+        inputs = [v for split in cfg.splits for v in cfg.data[split].values() if isinstance(v, str) and os.path.isfile(v)]
+        refuse_overwriting([cfg.output], inputs, "output")
+        atomic_write_text(json.dumps(everything, indent=2), cfg.output)
         print(f"wrote {cfg.output}")
     return status

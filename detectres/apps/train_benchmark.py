@@ -20,6 +20,7 @@ from detectres.engine.trainer import Trainer
 from detectres.modeling.build import build_model
 from detectres.utils.amp import precision_name
 from detectres.utils.env import resolve_device
+from detectres.utils.file_io import atomic_write_text
 
 MODES = {"fp32": False, "bf16": "bf16", "fp16": "fp16"}
 
@@ -72,7 +73,6 @@ def main(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict:
         label = mode if ran == mode else f"{mode} (ran {ran}: not native here)"
         print(f"{label:<5} {f['seconds_per_iter']:.4f} s/iter  peak memory {memory}  loss {f['total_loss']:.3f}")
     if cfg.runtime.output_dir:
-        os.makedirs(cfg.runtime.output_dir, exist_ok=True)
-        with open(os.path.join(cfg.runtime.output_dir, "train_benchmark.json"), "w") as out:
-            json.dump({"device": gpu, "batch": cfg.batch, "min_size": cfg.min_size, **figures}, out, indent=2)
+        atomic_write_text(json.dumps({"device": gpu, "batch": cfg.batch, "min_size": cfg.min_size, **figures}, indent=2),
+                          os.path.join(cfg.runtime.output_dir, "train_benchmark.json"))
     return figures

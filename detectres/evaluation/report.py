@@ -9,6 +9,7 @@ import cv2
 import torch
 
 from detectres.utils.file_io import atomic_write_text
+from detectres.utils.outputs import refuse_overwriting, write_image
 from detectres.utils.visualizer import draw_detections
 
 
@@ -46,7 +47,7 @@ def draw_dataset_predictions(model, dataset, out_dir: str, count: int, score_thr
         drawn = draw_detections(image, out["pred_boxes"].cpu().numpy(), out["scores"].cpu().numpy(),
                                 out["pred_classes"].cpu().numpy(), dataset.class_names, score_thresh)
         path = os.path.join(out_dir, os.path.splitext(os.path.basename(item["file_name"]))[0] + ".jpg")
-        cv2.imwrite(path, drawn)
-        paths.append(path)
+        refuse_overwriting([path], [item["file_name"]], "runtime.output_dir")
+        paths.append(write_image(path, drawn))
     print(f"drew detections (score >= {score_thresh}) on {len(paths)} images in {out_dir}")
     return paths
