@@ -132,3 +132,23 @@ def test_architecture_doc_lists_the_same_layers():
     rows = re.findall(r"^\| (\d) (\w+) \| ([^|]+) \|", doc, flags=re.M)
     assert [(name, re.findall(r"`(detectres[\w.]*)`", packages)) for _, name, packages in rows] == LAYERS
     assert [int(n) for n, _, _ in rows] == list(range(len(LAYERS)))
+
+
+def test_modeling_imports_without_the_config_machinery():
+    """The parts a model is made of declare their parameters with the plain constraint vocabulary
+    (``detectres.config.constraints``): importing them loads neither Hydra nor OmegaConf. Only
+    ``modeling/build.py``, which builds a model from a config node, may."""
+    import subprocess
+    import sys
+
+    folder = os.path.join(ROOT, "detectres", "modeling")
+    modules = sorted("detectres." + os.path.relpath(os.path.join(d, f), os.path.join(ROOT, "detectres"))[:-3]
+                     .replace(os.sep, ".").removesuffix(".__init__")
+                     for d, _, files in os.walk(folder) for f in files if f.endswith(".py"))
+    modules = [m for m in modules if m != "detectres.modeling.build"]
+    assert "detectres.modeling.rpn" in modules and len(modules) > 15
+    code = (f"import importlib, sys\nfor m in {modules!r}:\n    importlib.import_module(m)\n"
+            "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('omegaconf', 'hydra'))\n"
+            "assert not loaded, loaded[:5]")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -11,7 +11,7 @@ from typing import Annotated
 import torch
 from torch import Tensor, nn
 
-from detectres.config.schema import AnchorSize, AspectRatio, Fraction, MaxLength, NonEmpty, PositiveInt
+from detectres.config.constraints import AnchorSize, AspectRatio, Fraction, MaxLength, NonEmpty, PositiveInt
 
 
 def make_cell_anchors(sizes: list[float], aspect_ratios: list[float]) -> Tensor:

@@ -11,7 +11,7 @@ from typing import Annotated
 import torch
 from torch import Tensor
 
-from detectres.config.schema import Length, PositiveFloat
+from detectres.config.constraints import Length, PositiveFloat
 
 # Limit on dw/dh so exp() cannot overflow: boxes grow at most 1000/16 times per decode.
 DEFAULT_SCALE_CLAMP = math.log(1000.0 / 16)

@@ -20,7 +20,7 @@ from typing import Annotated, Callable, Literal
 import torch
 from torch import Tensor, nn
 
-from detectres.config.schema import ClassCount, Length, PositiveFloat, Range
+from detectres.config.constraints import ClassCount, Length, PositiveFloat, Range
 from detectres.modeling.backbones.fpn import FPN
 from detectres.modeling.backbones.resnet import ResNet, ResNetTrunk
 from detectres.modeling.postprocessing import detector_postprocess

@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from detectres.config.schema import Fraction
+from detectres.config.constraints import Fraction
 
 
 class Matcher:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import roi_align, roi_pool
 
-from detectres.config.schema import GridSize, PositiveFloat, Range
+from detectres.config.constraints import GridSize, PositiveFloat, Range
 from detectres.modeling.roi_align import roi_align_gather
 
 

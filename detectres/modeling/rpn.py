@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
-from detectres.config.schema import Channels, Fraction, NonNegativeFloat, SampleCap, TopK
+from detectres.config.constraints import Channels, Fraction, NonNegativeFloat, SampleCap, TopK
 from detectres.modeling.anchors import AnchorGenerator
 from detectres.modeling.box_coder import BoxCoder
 from detectres.modeling.features import feature_levels

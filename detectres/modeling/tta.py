@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from detectres.config.schema import Fraction, ImageSide, PositiveFloat, Sizes
+from detectres.config.constraints import Fraction, ImageSide, PositiveFloat, Sizes
 from detectres.modeling.detector import FasterRCNN
 from detectres.modeling.postprocessing import nonempty_detections
 from detectres.modeling.roi_heads.res5_head import Res5ROIHeads

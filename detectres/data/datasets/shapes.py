@@ -18,7 +18,7 @@ from typing import Annotated
 import cv2
 import numpy as np
 
-from detectres.config.schema import Range
+from detectres.config.constraints import Range
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Annotated, Mapping, Sequence
 import albumentations as A
 from tqdm import tqdm
 
-from detectres.config.schema import ClassNames, MaxLength, NonEmpty
+from detectres.config.constraints import ClassNames, MaxLength, NonEmpty
 from detectres.data.datasets.base import DetectionDataset
 
 VOC_CLASSES = (

@@ -12,7 +12,7 @@ from typing import Annotated
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detectres.config.schema import Channels, MaxLength, NonEmpty
+from detectres.config.constraints import Channels, MaxLength, NonEmpty
 from detectres.modeling.backbones.resnet import STAGES, ResNet
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detectres.config.schema import Blocks, Channels, Length, Range
+from detectres.config.constraints import Blocks, Channels, Length, Range
 from detectres.modeling.backbones.norm import NORMS, ConvNorm, freeze_module, make_norm
 
 # depth -> (block kind, blocks per stage res2..res5)

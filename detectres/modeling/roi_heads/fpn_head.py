@@ -11,7 +11,7 @@ from typing import Annotated, Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detectres.config.schema import Channels, Fraction, NonNegativeFloat, PerImage, Range, SampleCap
+from detectres.config.constraints import Channels, Fraction, NonNegativeFloat, PerImage, Range, SampleCap
 from detectres.modeling.box_coder import BoxCoder
 from detectres.modeling.features import feature_levels
 from detectres.modeling.matcher import Matcher

@@ -10,7 +10,7 @@ from typing import Callable, Literal
 
 from torch import Tensor, nn
 
-from detectres.config.schema import Fraction, NonNegativeFloat, PerImage, SampleCap
+from detectres.config.constraints import Fraction, NonNegativeFloat, PerImage, SampleCap
 from detectres.modeling.box_coder import BoxCoder
 from detectres.modeling.matcher import Matcher
 from detectres.modeling.poolers import RoIPooler
