@@ -33,7 +33,13 @@ def test_a_batch_the_machine_cannot_hold_is_refused_before_work(tmp_path, monkey
     cfg = compose_config("train", [f"runtime.output_dir={out}", "solver.max_iter=2", "runtime.num_threads=1",
                                    "data.num_workers=0", "vis_images=0"])
     with pytest.raises(ValueError, match=r"solver.ims_per_batch=8: 8 image\(s\) at once need at least .* GB for "
-                                         r"activations \(160x160 px each\) but this machine has 0.0 GB available: "
-                                         "lower solver.ims_per_batch"):
+                                         r"activations \(0.03 Mpx each, the smallest a training image can be\) but "
+                                         "this machine has 0.0 GB available: lower solver.ims_per_batch"):
         train(cfg)
     assert not os.path.exists(out / "metrics.jsonl") and not os.path.exists(out / "model_final.pth")
+
+
+def test_the_smallest_image_is_square_at_the_shortest_side_or_the_most_elongated_at_the_cap():
+    assert memory.smallest_image_pixels([640, 800], 1333, [4 / 3, 3 / 4]) == 640 * 640
+    assert memory.smallest_image_pixels([800], 800, [4 / 3]) == 480_000  # 600x800: the cap binds
+    assert memory.smallest_image_pixels([800], 1333, [1 / 5]) == int(1333 * 1333 / 5)

@@ -258,3 +258,25 @@ def test_the_digest_names_the_records_not_where_they_live(tmp_path):
         json.dump(records, f)
     digests.append(COCODataset(image_dir=img, ann_file=ann).identity()["digest"])
     assert digests[0] == digests[1] != digests[2]
+
+
+def test_records_that_needed_image_files_read_are_not_cached(tmp_path, cache):
+    img, ann = write_set(tmp_path)
+    records = json.loads(open(ann).read())
+    del records["images"][2]["width"]  # read from 2.png (the default policy fixes it)
+    with open(ann, "w") as f:
+        json.dump(records, f)
+    ds = COCODataset(image_dir=img, ann_file=ann)
+    assert ("bad_image_entry", "fix") in {(p.kind, p.action) for p in ds.report.problems} and 2 in ds.image_ids
+    assert not list(cache.glob("*.npz"))
+
+
+def test_ids_beyond_64_bits_are_reported_not_a_crash(tmp_path):
+    records = random_records(np.random.default_rng(1))
+    records["annotations"] = [{"id": 2**64, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}]
+    records["images"].append({"id": 2**63, "file_name": "big.png", "width": 64, "height": 48})
+    report = DataReport("ann.json")
+    got = clean_records(records, source="ann.json", image_root="", report=report)
+    kinds = {(p.kind, p.detail) for p in report.problems}
+    assert ("duplicate_annotation_id", f"id {2**64} does not fit in 64 bits") in kinds
+    assert any(k == "bad_image_entry" and "64-bit" in d for k, d in kinds) and len(got.boxes) == 1

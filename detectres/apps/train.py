@@ -16,7 +16,7 @@ from detectres.data.build import build_datasets
 from detectres.data.loader import SkippedImageCounter, build_test_loader, build_train_loader
 from detectres.engine.checkpoint import Checkpointer
 from detectres.engine.hooks import LRScheduler, PeriodicCheckpointer, PeriodicEval, ProgressLogger
-from detectres.engine.memory import check_batch_memory
+from detectres.engine.memory import check_batch_memory, smallest_image_pixels
 from detectres.engine.trainer import Trainer, wrap_distributed
 from detectres.evaluation.evaluator import build_evaluator, evaluate_detector
 from detectres.evaluation.plots import write_evaluation_plots
@@ -92,8 +92,9 @@ def train_process(cfg: DictConfig, rank: int, world: int) -> dict:
     threads = set_threads(cfg.runtime.num_threads, cfg.data.num_workers)
     train_set, val_set = build_datasets(cfg)
     model = restore_model(cfg, class_names=train_set.class_names, strict=cfg.strict_weights).model
-    check_batch_memory(model, ims_per_batch=s.ims_per_batch, world=world, min_side=min(cfg.input.min_size_train),
-                       amp=cfg.runtime.amp)
+    check_batch_memory(model, ims_per_batch=s.ims_per_batch, world=world, amp=cfg.runtime.amp,
+                       min_pixels=smallest_image_pixels(cfg.input.min_size_train, cfg.input.max_size_train,
+                                                        train_set.aspect_ratios))
     optimizer = build(s.optimizer, "solver.optimizer")(model)
     scheduler = build(s.lr_scheduler, "solver.lr_scheduler")(optimizer)
     scaler = grad_scaler(cfg.runtime.amp, model.device.type)

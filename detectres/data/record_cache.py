@@ -22,7 +22,7 @@ import msgspec
 import numpy as np
 
 from detectres.config.paths import cache_dir
-from detectres.data.checks import DataReport, Problem
+from detectres.data.checks import FIX, DataReport, Problem
 from detectres.data.records import BoxTable, Records
 from detectres.utils.file_io import atomic_write
 
@@ -64,9 +64,16 @@ def cached_records(ann_file: str, *, key: list, report: DataReport, check: Calla
         if records is None:
             records = check(raw)
             release_freed_memory()
-            write_cache(path, records, report)
+            if not read_image_files(report):
+                write_cache(path, records, report)
     write_stat_index(index, path)
     return records
+
+
+def read_image_files(report: DataReport) -> bool:
+    """Whether checking read image files (an entry without a size had it read from its file): the result
+    then depends on the files as they are now, so it is not cached."""
+    return any(p.kind == "bad_image_entry" and p.action == FIX for p in report.problems)
 
 
 def read_bytes(path: str) -> bytes:
@@ -123,7 +130,10 @@ def key_lock(path: str):
         yield
         return
     with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks (Lustre without -o flock, some NFS and FUSE mounts)
+            pass
         yield
 
 
@@ -172,3 +182,8 @@ def prune(folder: str) -> None:
         for name in (entry.path, entry.path + ".lock"):
             with contextlib.suppress(OSError):
                 os.remove(name)
+    with contextlib.suppress(OSError):
+        notes = sorted(os.scandir(os.path.join(folder, "by-stat")), key=lambda e: e.stat().st_mtime, reverse=True)
+        for entry in notes[4 * KEEP:]:
+            with contextlib.suppress(OSError):
+                os.remove(entry.path)

@@ -56,8 +56,9 @@ def clean_images(images: Any, *, source: str, image_root: str, report: DataRepor
             return _image_where(source, image) if isinstance(image, dict) else f"{source}: image entry {image!r}"
         if isinstance(image, dict) and isinstance(image.get("id"), int):
             seen.add(image["id"])  # its annotations go with it, not reported as orphans
-        if not isinstance(image, dict) or not isinstance(image.get("id"), int) or not image.get("file_name"):
-            report.add("bad_image_entry", where(), "needs an integer 'id' and a 'file_name'", can_fix=False)
+        if not isinstance(image, dict) or not isinstance(image.get("id"), int) or not -2**63 <= image["id"] < 2**63 \
+                or not image.get("file_name"):
+            report.add("bad_image_entry", where(), "needs an integer 'id' (64-bit) and a 'file_name'", can_fix=False)
             continue
         if image.get("malformed"):
             report.add("malformed_file", where(), image["malformed"])
@@ -294,12 +295,13 @@ def unique_ids(rows: np.ndarray, ids: list, annotations: list, images: list[dict
         ordered = np.sort(array)
         if not (ordered[1:] == ordered[:-1]).any():  # the usual case: every id an integer, none repeated
             return array, np.ones(len(array), bool)
-    next_id = 1 + max((v for v in ids if type(v) is int), default=0)
+    next_id = 1 + max((v for v in ids if type(v) is int and -2**63 <= v < 2**63 - 1), default=0)
     out, used, stays = [], set(), []
     for r, value in zip(rows.tolist(), values):
-        if type(value) is not int or value in used:
+        if type(value) is not int or value in used or not -2**63 <= value < 2**63:
             ann = row_dict(annotations[r])
-            detail = f"id {value} is used twice" if type(value) is int else "has no integer id"
+            detail = ("has no integer id" if type(value) is not int else f"id {value} is used twice" if value in used
+                      else f"id {value} does not fit in 64 bits")
             if report.add("duplicate_annotation_id", annotation_where(ann, images[image_row[r]], source), detail) != FIX:
                 out.append(0)
                 stays.append(False)

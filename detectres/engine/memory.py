@@ -4,13 +4,13 @@ machine cannot hold is refused in one line instead of failing (or swapping) minu
 The estimate counts what autograd keeps for the backward pass of the backbone: two small forward passes
 (square images of :data:`PROBE_SIDES` pixels) through the model's real backbone, every tensor saved for
 backward counted once by its storage (parameters and buffers left out). Exactly linear in the pixels, it
-is extrapolated to the smallest image training can see (the shortest ``input.min_size_train`` side,
-square). The heads are left out, so it is a lower bound: a batch refused by it cannot fit.
+is extrapolated to the smallest image training can see (:func:`smallest_image_pixels`). The heads are left out, so it is a lower bound: a batch refused by it cannot fit.
 """
 from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -62,7 +62,16 @@ def available_bytes(device: torch.device) -> int | None:
         return None
 
 
-def check_batch_memory(model: nn.Module, *, ims_per_batch: int, world: int, min_side: int, amp=None) -> None:
+def smallest_image_pixels(min_sizes, max_size: int, aspect_ratios) -> int:
+    """The fewest pixels a training image can have after the shortest-edge resize: the smallest short side
+    on a square image, or, where the long-side cap binds, the most elongated image at the cap."""
+    ratios = np.asarray(aspect_ratios, np.float64)
+    elongation = float(np.maximum(ratios, 1 / ratios).max()) if ratios.size else 1.0
+    side = min(min_sizes)
+    return int(min(side * side, max_size * max_size / max(elongation, 1.0)))
+
+
+def check_batch_memory(model: nn.Module, *, ims_per_batch: int, world: int, min_pixels: int, amp=None) -> None:
     """Refuse a batch whose activations alone (a lower bound) exceed the memory this process can use: the
     free accelerator memory for its share of the batch, or on CPUs the machine's available memory for the
     share of every process on this machine."""
@@ -72,12 +81,13 @@ def check_batch_memory(model: nn.Module, *, ims_per_batch: int, world: int, min_
         return
     local = int(os.environ.get("LOCAL_WORLD_SIZE", world)) if device.type == "cpu" else 1
     images = -(-ims_per_batch // world) * local
-    if images * min_side * min_side * 3 * 4 * CRUDE_RATIO <= available:
+    if images * min_pixels * 3 * 4 * CRUDE_RATIO <= available:
         return  # fits by a wide margin: no probe (it costs a second on a CPU)
-    needed = images * activation_bytes(model, min_side * min_side, amp)
+    needed = images * activation_bytes(model, min_pixels, amp)
     if needed > available:
         where = f"{device} has {available / 1e9:.1f} GB free" if device.type == "cuda" else \
             f"this machine has {available / 1e9:.1f} GB available"
         raise ValueError(f"solver.ims_per_batch={ims_per_batch}: {images} image(s) at once need at least "
-                         f"{needed / 1e9:.1f} GB for activations ({min_side}x{min_side} px each) but {where}: "
+                         f"{needed / 1e9:.1f} GB for activations ({min_pixels / 1e6:.2f} Mpx each, the smallest a "
+                         f"training image can be) but {where}: "
                          "lower solver.ims_per_batch")

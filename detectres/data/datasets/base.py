@@ -295,7 +295,8 @@ class FolderListing:
         if not root or any("/" in n or os.sep in n for n in names):
             return [im for im, n in zip(images, names) if not self.is_file(root, n)]
         files = self.listing(root)
-        return [im for im, n in zip(images, names) if n not in files]
+        return [im for im, n in zip(images, names)  # the few not listed: asked again (case-folding file systems)
+                if n not in files and not os.path.isfile(os.path.join(root, n))]
 
     def listing(self, folder: str) -> set[str]:
         if folder not in self.files:
@@ -312,7 +313,7 @@ class FolderListing:
             folder, name = os.path.split(os.path.join(root, file_name))
         else:
             folder, name = root, file_name
-        return name in self.listing(folder)
+        return name in self.listing(folder) or os.path.isfile(os.path.join(root, file_name))
 
 
 def size_mismatch_detail(file_hw: tuple[int, ...], image: dict) -> str:
@@ -321,13 +322,18 @@ def size_mismatch_detail(file_hw: tuple[int, ...], image: dict) -> str:
 
 def rescale_to_file_sizes(records: Records, file_sizes: dict[int, tuple[int, int]]) -> None:
     """Scale the boxes of each image in ``file_sizes`` (id -> file height, width) from its annotated
-    size to the file's (the ``fix`` for size_mismatch)."""
+    size to the file's (the ``fix`` for size_mismatch), in one pass over the boxes."""
     if not file_sizes:
         return
-    boxes = records.boxes
+    ids, scales = [], []
     for image in records.images:
         if image["id"] in file_sizes:
             height, width = file_sizes[image["id"]]
-            rows = boxes.image_ids == image["id"]
-            boxes.boxes[rows] *= [width / image["width"], height / image["height"]] * 2
+            ids.append(image["id"])
+            scales.append((width / image["width"], height / image["height"]))
             image["height"], image["width"] = height, width
+    order = np.argsort(ids)
+    ids, scales = np.asarray(ids, np.int64)[order], np.asarray(scales)[order]
+    where = np.minimum(np.searchsorted(ids, records.boxes.image_ids), len(ids) - 1)
+    rows = ids[where] == records.boxes.image_ids
+    records.boxes.boxes[rows] *= np.tile(scales[where[rows]], 2)
