@@ -202,10 +202,35 @@ def target_hints(target, path: str, trusted=None) -> tuple[dict[str, Any], inspe
     except TargetNotAllowed as e:
         raise ConfigError(str(e)) from None
     try:
-        fn = obj.__init__ if inspect.isclass(obj) else obj
-        return typing.get_type_hints(fn, include_extras=True), inspect.signature(obj), obj
+        hints, signature = accepted_parameters(obj)
+        return hints, signature, obj
     except Exception as e:
         raise ConfigError(f"{path}._target_={target!r}: cannot read its signature ({e})") from None
+
+
+def accepted_parameters(obj) -> tuple[dict[str, Any], inspect.Signature]:
+    """The type hints and signature of what ``obj`` accepts. A class whose ``__init__`` passes ``**kwargs``
+    on to its base is followed up the bases until one takes no ``**kwargs``, so every key the chain
+    receives is checked against the constructor that declares it (the chain stays open, accepting any
+    key, only if its last ``__init__`` takes ``**kwargs`` too)."""
+    if not inspect.isclass(obj):
+        return typing.get_type_hints(obj, include_extras=True), inspect.signature(obj)
+    hints: dict[str, Any] = {}
+    params: dict[str, inspect.Parameter] = {}
+    for cls in obj.__mro__:
+        if "__init__" not in vars(cls) or cls is object:
+            continue
+        own = inspect.signature(cls.__init__).parameters
+        for k, v in typing.get_type_hints(cls.__init__, include_extras=True).items():
+            hints.setdefault(k, v)
+        for name, p in own.items():
+            if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                params.setdefault(name, p.replace(kind=p.KEYWORD_ONLY))
+        if not any(p.kind is p.VAR_KEYWORD for p in own.values()):
+            break
+    else:  # every constructor up the chain passes **kwargs on: any key is accepted
+        params["kwargs"] = inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)
+    return hints, inspect.Signature(sorted(params.values(), key=lambda p: p.kind))
 
 
 def plain(node) -> dict:

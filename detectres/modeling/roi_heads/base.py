@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from detectres.config.constraints import Fraction, NonNegativeFloat, PerImage, SampleCap
 from detectres.modeling.box_coder import BoxCoder
 from detectres.modeling.losses import fast_rcnn_losses
 from detectres.modeling.matcher import Matcher
@@ -23,17 +24,23 @@ from detectres.structures.boxes import pairwise_iou
 
 
 class ROIHeads(nn.Module):
-    """The shared part; the arguments are those every head config has (see Res5ROIHeads, FPNROIHeads).
+    """The shared part, and the arguments every head takes: a head declares only its own and passes the
+    rest (``**shared``) here, where they are typed, so the schema checks them wherever they are set.
     ``features`` everywhere is the backbone's output: one (N, C, H, W) map (C4) or a list of them (FPN).
 
-    score_thresh, nms_thresh, detections_per_image: what :meth:`detections` keeps.
+    Args:
+        num_classes, matcher, box_coder: the foreground classes, the IoU matcher and the box coder.
+        batch_size_per_image, positive_fraction, proposal_append_gt: how training samples RoIs.
+        score_thresh, nms_thresh, detections_per_image: what :meth:`detections` keeps.
+        smooth_l1_beta: the box-regression loss (0: L1).
     """
 
     box_predictor: nn.Module
 
-    def __init__(self, *, num_classes: int, matcher: Matcher, box_coder: BoxCoder, batch_size_per_image: int,
-                 positive_fraction: float, proposal_append_gt: bool, score_thresh: float, nms_thresh: float,
-                 detections_per_image: int, smooth_l1_beta: float):
+    def __init__(self, *, num_classes: int, matcher: Matcher, box_coder: BoxCoder, batch_size_per_image: SampleCap = 512,
+                 positive_fraction: Fraction = 0.25, proposal_append_gt: bool = True, score_thresh: Fraction = 0.05,
+                 nms_thresh: Fraction = 0.5, detections_per_image: PerImage = 100,
+                 smooth_l1_beta: NonNegativeFloat = 0.0):
         super().__init__()
         self.num_classes = num_classes
         self.matcher = matcher

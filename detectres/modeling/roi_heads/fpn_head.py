@@ -11,10 +11,8 @@ from typing import Annotated, Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detectres.config.constraints import Channels, Fraction, NonNegativeFloat, PerImage, Range, SampleCap
-from detectres.modeling.box_coder import BoxCoder
+from detectres.config.constraints import Channels, Range
 from detectres.modeling.features import feature_levels
-from detectres.modeling.matcher import Matcher
 from detectres.modeling.poolers import MultiLevelRoIPooler
 from detectres.modeling.roi_heads.base import ROIHeads
 from detectres.modeling.roi_heads.predictor import FastRCNNPredictor
@@ -50,36 +48,16 @@ class FPNROIHeads(ROIHeads):
         box_head: a callable taking ``in_features`` -> :class:`FCHead`.
         context: must stay null: the paper's global context pools a whole-image box through res5, which
             only the C4 head runs per RoI (the key is here to say so when set).
-        the rest: as :class:`~detectres.modeling.roi_heads.res5_head.Res5ROIHeads`.
+        **shared: :class:`~detectres.modeling.roi_heads.base.ROIHeads`' arguments.
     """
 
-    def __init__(
-        self,
-        *,
-        in_channels: int,
-        strides: list[int],
-        num_classes: int,
-        pooler: Callable[..., MultiLevelRoIPooler],
-        box_head: Callable[..., FCHead],
-        matcher: Matcher,
-        box_coder: BoxCoder,
-        batch_size_per_image: SampleCap = 512,
-        positive_fraction: Fraction = 0.25,
-        proposal_append_gt: bool = True,
-        score_thresh: Fraction = 0.05,
-        nms_thresh: Fraction = 0.5,
-        detections_per_image: PerImage = 100,
-        smooth_l1_beta: NonNegativeFloat = 0.0,
-        context: str | None = None,
-    ):
+    def __init__(self, *, in_channels: int, strides: list[int], pooler: Callable[..., MultiLevelRoIPooler],
+                 box_head: Callable[..., FCHead], context: str | None = None, **shared):
         self.check_args(context=context)
-        super().__init__(num_classes=num_classes, matcher=matcher, box_coder=box_coder,
-                         batch_size_per_image=batch_size_per_image, positive_fraction=positive_fraction,
-                         proposal_append_gt=proposal_append_gt, score_thresh=score_thresh, nms_thresh=nms_thresh,
-                         detections_per_image=detections_per_image, smooth_l1_beta=smooth_l1_beta)
+        super().__init__(**shared)
         self.pooler = pooler(strides=list(strides))
         self.box_head = box_head(in_features=in_channels * self.pooler.output_size ** 2)
-        self.box_predictor = FastRCNNPredictor(in_channels=self.box_head.out_features, num_classes=num_classes)
+        self.box_predictor = FastRCNNPredictor(in_channels=self.box_head.out_features, num_classes=self.num_classes)
 
     @staticmethod
     def check_args(*, context: str | None = None, **_) -> None:

@@ -10,9 +10,6 @@ from typing import Callable, Literal
 
 from torch import Tensor, nn
 
-from detectres.config.constraints import Fraction, NonNegativeFloat, PerImage, SampleCap
-from detectres.modeling.box_coder import BoxCoder
-from detectres.modeling.matcher import Matcher
 from detectres.modeling.poolers import RoIPooler
 from detectres.modeling.roi_heads.base import ROIHeads
 from detectres.modeling.roi_heads.context import GlobalContext, concat_context
@@ -25,40 +22,21 @@ class Res5ROIHeads(ROIHeads):
         res5, out_channels, stride: the backbone's last stage, its width, and the stride of the
             features RoIs are pooled from (given by the detector from its backbone).
         pooler: a callable (Hydra partial) taking ``spatial_scale`` -> :class:`RoIPooler`.
-        score_thresh, nms_thresh, detections_per_image: what :meth:`ROIHeads.detections` keeps.
         context: None, "shared" or "separate" - the paper's global context (see context.py).
+        **shared: :class:`~detectres.modeling.roi_heads.base.ROIHeads`' arguments (classes, sampling,
+            what detections keep).
     """
 
-    def __init__(
-        self,
-        *,
-        res5: nn.Module,
-        out_channels: int,
-        num_classes: int,
-        stride: int,
-        pooler: Callable[..., RoIPooler],
-        matcher: Matcher,
-        box_coder: BoxCoder,
-        batch_size_per_image: SampleCap = 512,
-        positive_fraction: Fraction = 0.25,
-        proposal_append_gt: bool = True,
-        score_thresh: Fraction = 0.05,
-        nms_thresh: Fraction = 0.5,
-        detections_per_image: PerImage = 100,
-        smooth_l1_beta: NonNegativeFloat = 0.0,
-        context: Literal["shared", "separate"] | None = None,
-    ):
-        super().__init__(num_classes=num_classes, matcher=matcher, box_coder=box_coder,
-                         batch_size_per_image=batch_size_per_image, positive_fraction=positive_fraction,
-                         proposal_append_gt=proposal_append_gt, score_thresh=score_thresh, nms_thresh=nms_thresh,
-                         detections_per_image=detections_per_image, smooth_l1_beta=smooth_l1_beta)
+    def __init__(self, *, res5: nn.Module, out_channels: int, stride: int, pooler: Callable[..., RoIPooler],
+                 context: Literal["shared", "separate"] | None = None, **shared):
+        super().__init__(**shared)
         if context not in (None, "shared", "separate"):
             raise ValueError(f"context must be null, 'shared' or 'separate', got {context!r}")
         self.pooler = pooler(spatial_scale=1.0 / stride)
         self.res5 = res5
         self.context = GlobalContext(res5, shared=context == "shared") if context else None
         feature_dim = out_channels * (2 if context else 1)
-        self.box_predictor = FastRCNNPredictor(in_channels=feature_dim, num_classes=num_classes)
+        self.box_predictor = FastRCNNPredictor(in_channels=feature_dim, num_classes=self.num_classes)
 
     @property
     def roi_extent(self) -> float:
