@@ -20,7 +20,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
-from detectres.apps.demo.sources import SourceError
 from detectres.apps.schemas import validate_tool_config
 from detectres.config import CONFIG_DIR, compose_config, task_overrides
 from detectres.config.targets import targets_in, trust_composed
@@ -29,8 +28,7 @@ from detectres.utils.file_io import disk_full_cause
 from detectres.utils.signals import SignalGate, on_sigterm, report_interrupt
 
 DEBUG_ENV = "DETECTRES_DEBUG"
-USER_ERRORS = (ValueError, OSError, FloatingPointError, SourceError, ConfigCompositionException,
-               OverrideParseException)
+USER_ERRORS = (ValueError, OSError, FloatingPointError, ConfigCompositionException, OverrideParseException)
 
 
 def one_line(error: BaseException) -> str:

@@ -19,8 +19,9 @@ from detectres.data.image_io import IMAGE_EXTENSIONS, ImageFileError, list_image
 MAX_CONSECUTIVE_FAILURES = 25
 
 
-class SourceError(RuntimeError):
-    """The input cannot be opened or written; the message is one line a user can act on."""
+class SourceError(OSError):
+    """The input cannot be opened or written; the message is one line a user can act on (an ``OSError``, so
+    the tools report it as every other input/output error, without knowing the demo)."""
 
 
 @dataclass
