@@ -176,3 +176,22 @@ def test_benchmark_fpn_comparison_and_its_ratio_lines(capsys):
     assert lines == [f"FPN train ratio detectres/torchvision: {r['train_ratio']:.2f}",
                      f"FPN inference ratio detectres/torchvision: {r['inference_ratio']:.2f}",
                      f"inference ratio detectres R50-FPN/R50-C4: {r['fpn_over_c4']:.2f}"]
+
+
+def test_plain_evaluation_is_the_batched_detector_and_scores_as_training_did(trained, tmp_path, monkeypatch):
+    """test=baseline runs the same batched model training evaluates (no test-time wrapper), so test_net on
+    the final checkpoint reproduces the eval.json training wrote at its end."""
+    from detectres.apps import evaluate as evaluate_app
+    from detectres.modeling.detector import FasterRCNN
+
+    seen = []
+    real = evaluate_app.evaluate_detector
+    monkeypatch.setattr(evaluate_app, "evaluate_detector", lambda model, *a, **k: (seen.append(type(model)),
+                                                                                   real(model, *a, **k))[1])
+    over = [f"checkpoint={os.path.join(trained, 'model_final.pth')}", "runtime.num_threads=1",
+            f"runtime.output_dir={tmp_path}"]
+    evaluate_app.evaluate(compose_config("eval", over), over)
+    assert seen == [FasterRCNN]
+    ours, training = (json.load(open(os.path.join(d, "eval.json"))) for d in (tmp_path, trained))
+    for key in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
+        assert ours[key] == pytest.approx(training[key], abs=1e-9, nan_ok=True), key

@@ -25,6 +25,9 @@ from detectres.weights.restore import (
 )
 
 
+ADD_ONS = ("refine", "multiscale", "tta")  # the test-time procedures; none of them: the plain detector
+
+
 def evaluate(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Evaluate ``checkpoint=PATH`` (its stored config is the recipe) or ``model.weights=PATH`` (with
     the composed config); ``overrides`` are the command line's, carried onto a checkpoint's recipe."""
@@ -48,7 +51,7 @@ def test_time_model(composed: DictConfig, restored: RestoredModel) -> nn.Module:
     checkpoints ``ensemble`` lists."""
     cfg = restored.config
     if cfg.ensemble:
-        if any(cfg.test[k] is not None for k in ("refine", "multiscale", "tta")):
+        if any(cfg.test[k] is not None for k in ADD_ONS):
             raise ValueError("ensemble= works with test=baseline only")
         return EnsembleDetector([restored.model, *(ensemble_member(composed, restored, p) for p in cfg.ensemble)])
     return build(cfg.test, "test")(model=restored.model, min_size=cfg.input.min_size_test,
@@ -66,14 +69,17 @@ def evaluate_process(composed: DictConfig, overrides) -> dict:
 def evaluate_into(composed: DictConfig, cfg: DictConfig, weights, source: str, output_dir: str) -> dict:
     """Evaluate the restored recipe ``cfg`` with ``weights`` and write the results into ``output_dir``."""
     set_threads(cfg.runtime.num_threads, cfg.data.num_workers)
-    # test-time procedures pick their own sizes from the original images; ensembles take resized ones
-    dataset = build_dataset(cfg, "val", resize=bool(cfg.ensemble))
+    # test-time procedures pick their own sizes from the original images; the plain detector and ensembles
+    # take resized ones
+    plain = not cfg.ensemble and all(cfg.test[k] is None for k in ADD_ONS)
+    dataset = build_dataset(cfg, "val", resize=plain or bool(cfg.ensemble))
     class_names = weights.class_names or dataset.class_names
     if list(class_names) != list(dataset.class_names):
         raise ValueError(f"{source} was trained on classes {class_names} but {dataset.name} "
                          f"lists {dataset.class_names}")
     restored = build_restored(cfg, weights, source, class_names=class_names)
-    model = test_time_model(composed, restored)
+    # test=baseline is the batched detector itself, as training evaluates it; a wrapper only for an add-on
+    model = restored.model if plain else test_time_model(composed, restored)
     # a test-time procedure's resized copies are made in the loader's workers, not between model calls
     mapper = model.input_mapper() if isinstance(model, TestTimeDetector) else None
     loader = build_test_loader(dataset, num_workers=cfg.data.num_workers, rank=get_rank(), world_size=get_world_size(),
