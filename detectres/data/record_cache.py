@@ -5,9 +5,11 @@ The file is ``<cache>/records/<key>.npz`` (``$DETECTRES_CACHE``, else ``~/.cache
 key is the SHA-256 of the annotation file's bytes together with everything else the checks depend on
 (how messages name the file, the image folder, the policies) and :data:`CACHE_FORMAT`. It holds the box
 columns as arrays and the image entries, categories and problems as JSON, and is read with
-``allow_pickle=False``. The first process to take the key's lock builds it while the others wait, then
-read it; a cache that cannot be written (read-only, full disk) or read (damaged) is reported and the
-records are checked again: it never fails a run. Image files are still looked at every run.
+``allow_pickle=False``. The first process to take the lock of the file as it is now (its stat note)
+checks it while the others wait, without reading it, then read the result. A cache that cannot be
+written (read-only, full disk) or read (damaged) is reported and the records are checked again: it never
+fails a run. Image files are still looked at every run, and records that needed one read (a size taken
+from the file) are not cached.
 """
 from __future__ import annotations
 
@@ -52,22 +54,29 @@ def cached_records(ann_file: str, *, key: list, report: DataReport, check: Calla
     if size < MIN_BYTES:
         return check([read_bytes(ann_file)])
     index = stat_index_path(ann_file, key)
-    path = read_stat_index(index)
-    records = read_cache(path, report) if path else None
+    records = cached_by_stat(index, report)
     if records is not None:
         return records
-    release_freed_memory()  # what composing the config and building the other split left behind
-    raw = [read_bytes(ann_file)]
-    path = os.path.join(record_cache_dir(), f"{cache_key(raw[0], key)}.npz")
-    with key_lock(path):
-        records = read_cache(path, report)  # another process built it while this one waited
+    with key_lock(index):  # named by the file as it is now: the others wait without reading it
+        records = cached_by_stat(index, report)  # another process built it while this one waited
+        if records is not None:
+            return records
+        release_freed_memory()  # what composing the config and building the other split left behind
+        raw = [read_bytes(ann_file)]
+        path = os.path.join(record_cache_dir(), f"{cache_key(raw[0], key)}.npz")
+        records = read_cache(path, report)  # the same content, seen before under another name or time
         if records is None:
             records = check(raw)
             release_freed_memory()
             if not read_image_files(report):
                 write_cache(path, records, report)
-    write_stat_index(index, path)
+        write_stat_index(index, path)
     return records
+
+
+def cached_by_stat(index: str, report: DataReport) -> Records | None:
+    path = read_stat_index(index)
+    return read_cache(path, report) if path else None
 
 
 def read_image_files(report: DataReport) -> bool:
