@@ -53,14 +53,21 @@ class MetricsWriter:
 
     def __init__(self, output_dir: str, tensorboard: bool = True, enabled: bool = True):
         self.enabled = enabled
-        self.tb = None
+        self.tensorboard = tensorboard and enabled
+        self._tb = None
         if not enabled:
             return
         os.makedirs(output_dir, exist_ok=True)
         self.path = os.path.join(output_dir, "metrics.jsonl")
         self.output_dir = output_dir
-        if tensorboard:
-            self.tb = tensorboard_writer(output_dir)
+
+    @property
+    def tb(self):
+        """The TensorBoard writer, made on first use (importing TensorBoard takes half a second a run
+        need not wait for before its first step); None when disabled."""
+        if self._tb is None and self.tensorboard:
+            self._tb = tensorboard_writer(self.output_dir)
+        return self._tb
 
     def write(self, iteration: int, scalars: dict[str, float]) -> None:
         if not self.enabled:
@@ -74,6 +81,6 @@ class MetricsWriter:
                 self.tb.flush()
 
     def close(self) -> None:
-        if self.tb is not None:
+        if self._tb is not None:
             with tensorboard_writes(self.output_dir):
-                self.tb.close()
+                self._tb.close()
