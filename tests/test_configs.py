@@ -272,7 +272,7 @@ def test_a_node_where_a_node_belongs():
     from detectres.config.schema import ConfigError
 
     cases = {"data.evaluator=null": "data.evaluator=null: must be a config node",
-             "model.backbone=resnet50": "model.backbone='resnet50': must be a ResNet config node",
+             "model.backbone=resnet50": "model.backbone='resnet50': must be a Backbone config node",
              "model.rpn.matcher=null": "model.rpn.matcher=null: must be a Matcher config node",
              "model.rpn.matcher.labels=[0,1]": "model.rpn.matcher: a Matcher needs one more label than thresholds",
              "runtime.output_dir=null": "runtime.output_dir=null: training needs a folder"}

@@ -42,7 +42,7 @@ def test_pyramid_on_every_resnet_form(depth, form):
 
 def test_fpn_needs_padding_to_its_coarsest_stride():
     cfg = compose_config("train", ["model=quickstart_fpn", "model.size_divisibility=0"])
-    with pytest.raises(Exception, match="size_divisibility=0: an FPN backbone needs inputs padded to a multiple of 32"):
+    with pytest.raises(Exception, match=r"size_divisibility=0: the backbone \(FPN\) needs inputs padded to a multiple of 32"):
         build_model(cfg.model, num_classes=3)
 
 

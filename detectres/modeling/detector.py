@@ -15,26 +15,46 @@ losses ``gt_boxes`` (G, 4) XYXY in input pixels and ``gt_classes`` (G,) in 0..K-
 """
 from __future__ import annotations
 
-from typing import Annotated, Callable, Literal
+from typing import Annotated, Callable, Literal, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from detectres.config.constraints import ClassCount, Length, PositiveFloat, Range
-from detectres.modeling.backbones.fpn import FPN
-from detectres.modeling.backbones.resnet import ResNet, ResNetTrunk
+from detectres.modeling.backbones.resnet import DetectionParts
 from detectres.modeling.postprocessing import detector_postprocess
 from detectres.modeling.roi_heads.base import ROIHeads
 from detectres.modeling.rpn import RPN
 from detectres.structures.image_list import ImageList
 
 
+class Backbone(Protocol):
+    """The backbone contract the detector reads (nothing asks a backbone's class). A feature backbone runs once
+    per image, ``forward(images) -> Tensor | list[Tensor]`` (one map, or levels from the finest), and says
+
+    - ``out_channels``: the width of every map it returns;
+    - ``strides``: each map's stride, in the order returned;
+    - ``size_divisibility``: the multiple inputs must be padded to (0: none);
+    - ``box_levels``: how many of the maps, from the first, RoIs are pooled from (the rest feed the RPN only).
+
+    A backbone that also has a stage to run per RoI (the ResNet paper's C4 layout) instead offers
+    ``detection_parts()``, returning :class:`~detectres.modeling.backbones.resnet.DetectionParts`: its
+    feature part, that stage and the stage's width. Weight loading reads two optional declarations:
+    ``imagenet_key_map`` (where an ImageNet file's keys go) and ``untrained_children`` (its own layers no
+    ImageNet file fills).
+    """
+
+    def __call__(self, x: Tensor) -> Tensor | list[Tensor]: ...
+
+
 class FasterRCNN(nn.Module):
     """Assembles the detector; the heads size themselves from the backbone (channels and strides).
 
     Args:
-        backbone: a full ResNet (C4: its stem..res4 become ``backbone`` and its res5 the box head) or an
-            FPN (all of it is ``backbone``).
+        backbone: any module honouring the backbone contract (``docs/ARCHITECTURE.md``): a full ResNet
+            (C4: ``detection_parts()`` gives stem..res4 as ``backbone`` and res5 for the box head), an FPN,
+            or any feature backbone exposing ``out_channels``, ``strides``, ``size_divisibility`` and
+            ``box_levels`` (one map or a list of maps).
         rpn: a callable (Hydra partial) taking ``in_channels`` and ``strides`` -> :class:`RPN`.
         roi_heads: a callable taking ``num_classes`` and, for C4, ``res5``, ``out_channels``, ``stride``
             -> :class:`Res5ROIHeads`; for FPN ``in_channels``, ``strides`` -> :class:`FPNROIHeads`.
@@ -48,7 +68,7 @@ class FasterRCNN(nn.Module):
     def __init__(
         self,
         *,
-        backbone: ResNet | FPN,
+        backbone: Backbone,
         rpn: Callable[..., RPN],
         roi_heads: Callable[..., ROIHeads],
         num_classes: ClassCount,
@@ -117,18 +137,22 @@ class FasterRCNN(nn.Module):
         return [detector_postprocess(r, x, hw) for r, x, hw in zip(results, batched_inputs, images.image_sizes)]
 
 
-def assemble(backbone: ResNet | FPN, rpn: Callable[..., RPN], roi_heads: Callable[..., ROIHeads],
+def assemble(backbone: Backbone, rpn: Callable[..., RPN], roi_heads: Callable[..., ROIHeads],
              num_classes: int, size_divisibility: int) -> tuple[nn.Module, RPN, ROIHeads]:
-    """The shared backbone, the RPN and the RoI heads of the layout ``backbone`` implies."""
-    if isinstance(backbone, FPN):
-        if size_divisibility == 0 or size_divisibility % backbone.size_divisibility:
-            raise ValueError(f"model.size_divisibility={size_divisibility}: an FPN backbone needs inputs padded to a "
-                             f"multiple of {backbone.size_divisibility} (its coarsest stride); set it to "
-                             f"{backbone.size_divisibility}")
-        box_strides = backbone.strides[: len(backbone.in_stages)]
-        return (backbone, rpn(in_channels=backbone.out_channels, strides=backbone.strides),
-                roi_heads(in_channels=backbone.out_channels, strides=box_strides, num_classes=num_classes))
-    trunk = ResNetTrunk(backbone, out_stage="res4")
-    return (trunk, rpn(in_channels=trunk.out_channels, strides=[trunk.stride]),
-            roi_heads(res5=backbone.res5, out_channels=backbone.out_channels["res5"], num_classes=num_classes,
-                      stride=trunk.stride))
+    """The shared backbone, the RPN and the RoI heads, sized from the backbone's contract: its feature
+    part (``out_channels``, ``strides``, ``size_divisibility``, ``box_levels``) and, for the C4 layout, the
+    stage it runs per RoI (``detection_parts()``; a backbone without it is all feature part)."""
+    parts = backbone.detection_parts() if hasattr(backbone, "detection_parts") else DetectionParts(features=backbone)
+    features = parts.features
+    needed = int(getattr(features, "size_divisibility", 0))
+    if needed and (size_divisibility == 0 or size_divisibility % needed):
+        raise ValueError(f"model.size_divisibility={size_divisibility}: the backbone ({type(features).__name__}) "
+                         f"needs inputs padded to a multiple of {needed} (its coarsest stride); set it to {needed}")
+    strides = list(features.strides)
+    proposals = rpn(in_channels=features.out_channels, strides=strides)
+    if parts.per_roi_stage is not None:  # C4: RoIs pooled from the one map, then the per-RoI stage
+        return features, proposals, roi_heads(res5=parts.per_roi_stage, out_channels=parts.per_roi_channels,
+                                              stride=strides[0], num_classes=num_classes)
+    box_levels = int(getattr(features, "box_levels", len(strides)))
+    return features, proposals, roi_heads(in_channels=features.out_channels, strides=strides[:box_levels],
+                                          num_classes=num_classes)

@@ -66,6 +66,8 @@ class RPN(nn.Module):
             computation (``forward``) and for ``inference``. NMS runs per image and level.
     """
 
+    starts_untrained = True  # an ImageNet backbone file has none of it (see weights/loading.py)
+
     def __init__(
         self,
         *,

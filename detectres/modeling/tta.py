@@ -25,7 +25,6 @@ from torch import Tensor, nn
 from detectres.config.constraints import Fraction, ImageSide, PositiveFloat, Sizes
 from detectres.modeling.detector import FasterRCNN
 from detectres.modeling.postprocessing import nonempty_detections
-from detectres.modeling.roi_heads.res5_head import Res5ROIHeads
 from detectres.modeling.roi_heads.refinement import refine_detections
 from detectres.structures.boxes import box_area, scale_boxes
 from detectres.utils.resize import resize_shortest_edge
@@ -147,7 +146,7 @@ class TestTimeDetector(nn.Module):
                  refine: BoxRefinement | None = None, multiscale: MultiScaleTesting | None = None,
                  tta: ImageTTA | None = None):
         super().__init__()
-        if multiscale is not None and not isinstance(model.roi_heads, Res5ROIHeads):
+        if multiscale is not None and not hasattr(type(model.roi_heads), "roi_extent"):  # one native RoI scale
             raise ValueError("multi-scale testing (test=multiscale or test=paper) is the paper's C4 procedure: res5 "
                              "features of each RoI pooled at two image scales, maxed element-wise. An FPN detector "
                              "already pools each RoI from the pyramid level that suits it; for several image "

@@ -18,7 +18,6 @@ from torch import nn
 
 from detectres.config.safety import check_bounds, check_class_names, read_stored_config
 from detectres.data.coco_names import COCO_CLASSES
-from detectres.modeling.backbones.fpn import FPN
 from detectres.utils.file_io import INFLATION_LIMIT, UnsafeFileError, load_checkpoint
 from detectres.weights.detectron2 import convert_detectron2, is_detectron2_state
 from detectres.weights.msra import MSRA_BGR_MEAN, MSRA_STD, convert_msra_resnet
@@ -246,17 +245,29 @@ def with_aliases(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
 
 def place_backbone_weights(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """ImageNet backbone weights arrive in the C4 detector's names (stem..res4 under ``backbone.``, res5 under
-    ``roi_heads.``); an FPN detector keeps the whole ResNet under ``backbone.bottom_up.``."""
-    if not isinstance(getattr(model, "backbone", None), FPN):
+    ``roi_heads.``); a backbone that keeps them elsewhere says where (``imagenet_key_map``: prefix -> prefix,
+    the first that matches wins; an FPN keeps the whole ResNet under ``backbone.bottom_up.``)."""
+    key_map = getattr(getattr(model, "backbone", None), "imagenet_key_map", None)
+    if not key_map:
         return state_dict
     moved = {}
     for key, value in state_dict.items():
-        if key.startswith("roi_heads.res5."):
-            key = "backbone.bottom_up." + key[len("roi_heads."):]
-        elif key.startswith("backbone."):
-            key = "backbone.bottom_up." + key[len("backbone."):]
-        moved[key] = value
+        prefix = next((p for p in key_map if key.startswith(p)), None)
+        moved[key if prefix is None else key_map[prefix] + key[len(prefix):]] = value
     return moved
+
+
+def untrained_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """The state-dict prefixes a backbone-only (ImageNet) file cannot fill, as the modules declare them:
+    a module whose class sets ``starts_untrained`` (the RPN, the box head and predictor) and the children a
+    module names in ``untrained_children`` (the FPN's own convolutions)."""
+    out = []
+    for name, module in model.named_modules():
+        base = f"{name}." if name else ""
+        if getattr(type(module), "starts_untrained", False):
+            out.append(base)
+        out.extend(base + child for child in getattr(module, "untrained_children", ()))
+    return tuple(out)
 
 
 def load_weights_into(model: nn.Module, weights: Weights, *, strict: bool = True, source: str = "weights"):
@@ -265,7 +276,7 @@ def load_weights_into(model: nn.Module, weights: Weights, *, strict: bool = True
     expected_missing: tuple[str, ...] = ()
     if weights.backbone_only:  # the detector's own layers start from their initialisation
         state = place_backbone_weights(model, state)
-        expected_missing = ("rpn.", "roi_heads.box_predictor.", "roi_heads.box_head.", "backbone.fpn_")
+        expected_missing = untrained_prefixes(model)
     return load_state_dict_checked(model, with_aliases(model, state, source), strict=strict,
                                    source=source, expected_missing=expected_missing)
 

@@ -26,12 +26,19 @@ def xavier_fill(layer: nn.Conv2d) -> nn.Conv2d:
 class FPN(nn.Module):
     """A ResNet with a feature pyramid; ``forward`` returns [P2, ..., P5, P6] (N, out_channels, H/s, W/s).
 
+    What weight loading reads: an ImageNet ResNet's keys (named as in a C4 detector) move under
+    ``bottom_up`` (:attr:`imagenet_key_map`), and the pyramid's own convolutions start untrained
+    (:attr:`untrained_children`).
+
     Args:
         bottom_up: the ResNet (any depth and form; its ``freeze_at`` applies).
         in_stages: the ResNet stages the pyramid is built on, consecutive, ending at res5.
         out_channels: width of every pyramid level (256 in the paper).
         top_block: add P6 by max-pooling P5 (the RPN's largest anchors live there).
     """
+
+    imagenet_key_map = {"roi_heads.res5.": "backbone.bottom_up.res5.", "backbone.": "backbone.bottom_up."}
+    untrained_children = ("fpn_",)
 
     def __init__(self, *, bottom_up: ResNet, in_stages: Annotated[list[str], NonEmpty(), MaxLength(4)] = ("res2", "res3", "res4", "res5"),
                  out_channels: Channels = 256, top_block: bool = True):
@@ -49,6 +56,7 @@ class FPN(nn.Module):
         self.out_channels = out_channels
         self.strides = [bottom_up.strides[s] for s in in_stages] + ([bottom_up.strides["res5"] * 2] if top_block else [])
         self.size_divisibility = bottom_up.strides[in_stages[-1]]  # every level halves exactly
+        self.box_levels = len(in_stages)  # RoIs pool from P2..P5; P6 feeds the RPN only
         self.stride_in_1x1 = bottom_up.stride_in_1x1
 
     @property

@@ -11,6 +11,8 @@ Shapes: N images, C channels, H x W spatial size.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from typing import Annotated, Literal
 
 import torch.nn.functional as F
@@ -204,6 +206,11 @@ class ResNet(nn.Module):
         for i, name in enumerate(("stem", *STAGES)[:freeze_at]):
             self.add_module(name, freeze_module(getattr(self, name)))
 
+    def detection_parts(self) -> "DetectionParts":
+        """The C4 layout (the ResNet paper's): stem..res4 run once per image, res5 run per RoI."""
+        return DetectionParts(features=ResNetTrunk(self, out_stage="res4"), per_roi_stage=self.res5,
+                              per_roi_channels=self.out_channels["res5"])
+
     def forward(self, x: Tensor, out_stage: str = "res5") -> Tensor:
         """(N, 3, H, W) -> features of ``out_stage`` (N, C, H / stride, W / stride)."""
         return self.forward_stages(x, (out_stage,))[0]
@@ -222,6 +229,16 @@ class ResNet(nn.Module):
         return outputs
 
 
+@dataclass
+class DetectionParts:
+    """How a backbone splits into a detector's parts: ``features`` runs once per image (and honours the
+    feature-backbone contract), ``per_roi_stage`` (C4: res5) runs on each pooled RoI, ``per_roi_channels``
+    wide."""
+    features: nn.Module
+    per_roi_stage: nn.Module | None = None
+    per_roi_channels: int | None = None
+
+
 class ResNetTrunk(nn.Module):
     """stem..``out_stage`` of a ResNet (the part of a C4 detector shared by RPN and RoI heads)."""
 
@@ -235,6 +252,10 @@ class ResNetTrunk(nn.Module):
         self.stride_in_1x1 = resnet.stride_in_1x1
         self.out_channels = resnet.out_channels[out_stage]
         self.stride = resnet.strides[out_stage]
+        # the feature-backbone contract (see detectres/modeling/detector.py): one map, no padding needed
+        self.strides = [self.stride]
+        self.size_divisibility = 0
+        self.box_levels = 1
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.stem(x)

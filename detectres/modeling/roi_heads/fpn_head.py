@@ -22,6 +22,8 @@ class FCHead(nn.Module):
     """(R, C, S, S) pooled features -> flattened -> ``num_fc`` x (Linear ``fc_dim`` + ReLU) -> (R, D).
     Layers are named ``fc1``, ``fc2``, ... as in Detectron2; initialised as Caffe2's XavierFill."""
 
+    starts_untrained = True  # an ImageNet backbone file has none of it (see weights/loading.py)
+
     def __init__(self, *, in_features: int, num_fc: Annotated[int, Range(0, 16)] = 2, fc_dim: Channels = 1024):
         super().__init__()
         self.out_features = in_features

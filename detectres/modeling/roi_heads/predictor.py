@@ -11,6 +11,8 @@ from detectres.utils.amp import fp32_only
 
 
 class FastRCNNPredictor(nn.Module):
+    starts_untrained = True  # an ImageNet backbone file has none of it (see weights/loading.py)
+
     def __init__(self, *, in_channels: int, num_classes: int):
         super().__init__()
         self.num_classes = num_classes
