@@ -95,3 +95,14 @@ def test_no_class_tests_on_backbones_outside_the_backbones():
     found = subprocess.run(["grep", "-rnE", r"isinstance\(.*(FPN|ResNet)", "detectres/"], cwd=ROOT,
                            capture_output=True, text=True).stdout.splitlines()
     assert [line for line in found if not line.startswith("detectres/modeling/backbones/")] == []
+
+
+def test_every_head_gets_the_features_in_one_form_and_names_a_layout_it_cannot_run():
+    c4 = compose_config("train", ["model=quickstart"]).model
+    fpn = compose_config("train", ["model=quickstart_fpn"]).model
+    with pytest.raises(ValueError, match=r"the C4 head \(Res5ROIHeads\) needs a backbone with a stage to run per RoI"):
+        FasterRCNN(backbone=TinyBackbone(1), rpn=build(c4.rpn, "model.rpn"), roi_heads=build(c4.roi_heads, "c4"),
+                   num_classes=2, pixel_mean=[0.0] * 3, pixel_std=[1.0] * 3)
+    with pytest.raises(ValueError, match=r"this backbone has a stage to run per RoI \(C4\): use the C4 head"):
+        FasterRCNN(backbone=build(c4.backbone, "model.backbone"), rpn=build(c4.rpn, "model.rpn"),
+                   roi_heads=build(fpn.roi_heads, "fpn"), num_classes=2, pixel_mean=[0.0] * 3, pixel_std=[1.0] * 3)

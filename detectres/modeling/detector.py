@@ -56,8 +56,9 @@ class FasterRCNN(nn.Module):
             or any feature backbone exposing ``out_channels``, ``strides``, ``size_divisibility`` and
             ``box_levels`` (one map or a list of maps).
         rpn: a callable (Hydra partial) taking ``in_channels`` and ``strides`` -> :class:`RPN`.
-        roi_heads: a callable taking ``num_classes`` and, for C4, ``res5``, ``out_channels``, ``stride``
-            -> :class:`Res5ROIHeads`; for FPN ``in_channels``, ``strides`` -> :class:`FPNROIHeads`.
+        roi_heads: a callable taking ``num_classes`` and the features in one form: ``in_channels`` and the
+            ``strides`` of the maps RoIs pool from, and the backbone's ``per_roi_stage`` (C4: res5) and
+            ``per_roi_channels`` (None without one) -> :class:`Res5ROIHeads` or :class:`FPNROIHeads`.
         num_classes: K foreground classes.
         pixel_mean, pixel_std: per-channel normalisation in ``input_format`` channel order.
         input_format: "BGR" or "RGB", what the weights expect (inputs always arrive BGR).
@@ -149,10 +150,7 @@ def assemble(backbone: Backbone, rpn: Callable[..., RPN], roi_heads: Callable[..
         raise ValueError(f"model.size_divisibility={size_divisibility}: the backbone ({type(features).__name__}) "
                          f"needs inputs padded to a multiple of {needed} (its coarsest stride); set it to {needed}")
     strides = list(features.strides)
-    proposals = rpn(in_channels=features.out_channels, strides=strides)
-    if parts.per_roi_stage is not None:  # C4: RoIs pooled from the one map, then the per-RoI stage
-        return features, proposals, roi_heads(res5=parts.per_roi_stage, out_channels=parts.per_roi_channels,
-                                              stride=strides[0], num_classes=num_classes)
     box_levels = int(getattr(features, "box_levels", len(strides)))
-    return features, proposals, roi_heads(in_channels=features.out_channels, strides=strides[:box_levels],
-                                          num_classes=num_classes)
+    return features, rpn(in_channels=features.out_channels, strides=strides), roi_heads(
+        in_channels=features.out_channels, strides=strides[:box_levels], per_roi_stage=parts.per_roi_stage,
+        per_roi_channels=parts.per_roi_channels, num_classes=num_classes)

@@ -45,7 +45,8 @@ class FCHead(nn.Module):
 class FPNROIHeads(ROIHeads):
     """Args:
         in_channels, strides: the pyramid's width and the strides of the levels RoIs are pooled from
-            (P2..P5; given by the detector from its backbone).
+            (P2..P5; given by the detector from its backbone, with ``per_roi_stage``/``per_roi_channels``,
+            which must be None here).
         pooler: a callable (Hydra partial) taking ``strides`` -> :class:`MultiLevelRoIPooler`.
         box_head: a callable taking ``in_features`` -> :class:`FCHead`.
         context: must stay null: the paper's global context pools a whole-image box through res5, which
@@ -54,9 +55,13 @@ class FPNROIHeads(ROIHeads):
     """
 
     def __init__(self, *, in_channels: int, strides: list[int], pooler: Callable[..., MultiLevelRoIPooler],
-                 box_head: Callable[..., FCHead], context: str | None = None, **shared):
+                 box_head: Callable[..., FCHead], per_roi_stage: nn.Module | None = None,
+                 per_roi_channels: int | None = None, context: str | None = None, **shared):
         self.check_args(context=context)
         super().__init__(**shared)
+        if per_roi_stage is not None:
+            raise ValueError("the FPN head pools each RoI from the maps and runs its own fc head; this backbone has a "
+                             "stage to run per RoI (C4): use the C4 head (Res5ROIHeads) with it")
         self.pooler = pooler(strides=list(strides))
         self.box_head = box_head(in_features=in_channels * self.pooler.output_size ** 2)
         self.box_predictor = FastRCNNPredictor(in_channels=self.box_head.out_features, num_classes=self.num_classes)

@@ -19,23 +19,30 @@ from detectres.modeling.roi_heads.projection import project_then_pool, projects_
 
 class Res5ROIHeads(ROIHeads):
     """Args:
-        res5, out_channels, stride: the backbone's last stage, its width, and the stride of the
-            features RoIs are pooled from (given by the detector from its backbone).
+        in_channels, strides, per_roi_stage, per_roi_channels: the features in the one form every head
+            gets from the detector: the map's width and its one stride, and the stage run per RoI (res5)
+            with its width.
         pooler: a callable (Hydra partial) taking ``spatial_scale`` -> :class:`RoIPooler`.
         context: None, "shared" or "separate" - the paper's global context (see context.py).
         **shared: :class:`~detectres.modeling.roi_heads.base.ROIHeads`' arguments (classes, sampling,
             what detections keep).
     """
 
-    def __init__(self, *, res5: nn.Module, out_channels: int, stride: int, pooler: Callable[..., RoIPooler],
+    def __init__(self, *, in_channels: int, strides: list[int], per_roi_stage: nn.Module | None,
+                 per_roi_channels: int | None, pooler: Callable[..., RoIPooler],
                  context: Literal["shared", "separate"] | None = None, **shared):
         super().__init__(**shared)
+        if per_roi_stage is None or len(strides) != 1:
+            raise ValueError("the C4 head (Res5ROIHeads) needs a backbone with a stage to run per RoI and one "
+                             f"feature map (got {len(strides)} map(s) and "
+                             f"{'a' if per_roi_stage is not None else 'no'} per-RoI stage): use the FPN head "
+                             "(FPNROIHeads) for a pyramid")
         if context not in (None, "shared", "separate"):
             raise ValueError(f"context must be null, 'shared' or 'separate', got {context!r}")
-        self.pooler = pooler(spatial_scale=1.0 / stride)
-        self.res5 = res5
-        self.context = GlobalContext(res5, shared=context == "shared") if context else None
-        feature_dim = out_channels * (2 if context else 1)
+        self.pooler = pooler(spatial_scale=1.0 / strides[0])
+        self.res5 = per_roi_stage
+        self.context = GlobalContext(per_roi_stage, shared=context == "shared") if context else None
+        feature_dim = per_roi_channels * (2 if context else 1)
         self.box_predictor = FastRCNNPredictor(in_channels=feature_dim, num_classes=self.num_classes)
 
     @property
