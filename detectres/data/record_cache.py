@@ -14,6 +14,7 @@ from the file) are not cached.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 MIN_BYTES = 8 << 20  # smaller files are read and checked in well under a second
 KEEP = 16            # record files kept; the least recently used beyond that are removed
-COLUMNS = ("ids", "image_ids", "category_ids", "boxes", "areas", "iscrowd", "difficult")
+COLUMNS = tuple(f.name for f in dataclasses.fields(BoxTable))
 
 
 def record_cache_dir() -> str:

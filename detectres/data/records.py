@@ -42,6 +42,11 @@ def _image_where(source: str, image: dict) -> str:
     return image.get("source") or f"{source}: image id {image.get('id')} ({image.get('file_name')})"
 
 
+def fits_int64(value: int) -> bool:
+    """Whether an integer id fits the int64 columns the checked records keep."""
+    return -2**63 <= value < 2**63
+
+
 def _positive_number(value: Any) -> bool:
     return type(value) in _NUMBER and math.isfinite(value) and value > 0  # type(): bools are not sizes
 
@@ -56,7 +61,7 @@ def clean_images(images: Any, *, source: str, image_root: str, report: DataRepor
             return _image_where(source, image) if isinstance(image, dict) else f"{source}: image entry {image!r}"
         if isinstance(image, dict) and isinstance(image.get("id"), int):
             seen.add(image["id"])  # its annotations go with it, not reported as orphans
-        if not isinstance(image, dict) or not isinstance(image.get("id"), int) or not -2**63 <= image["id"] < 2**63 \
+        if not isinstance(image, dict) or not isinstance(image.get("id"), int) or not fits_int64(image["id"]) \
                 or not image.get("file_name"):
             report.add("bad_image_entry", where(), "needs an integer 'id' (64-bit) and a 'file_name'", can_fix=False)
             continue
@@ -162,11 +167,6 @@ class BoxTable:
             for ann, d in zip(out, self.difficult.tolist()):
                 ann["difficult"] = d
         return out
-
-
-def empty_table() -> BoxTable:
-    ints = np.zeros(0, np.int64)
-    return BoxTable(ints, ints, ints, np.zeros((0, 4)), np.zeros(0), ints)
 
 
 ANNOTATION_FIELDS = ("id", "image_id", "category_id", "bbox", "iscrowd", "area", "difficult")
@@ -289,16 +289,15 @@ def unique_ids(rows: np.ndarray, ids: list, annotations: list, images: list[dict
     """(the ids of ``rows``, which rows stay): a later duplicate (or a missing id) is given a new id where
     the policy says ``fix``, else dropped."""
     values = [ids[r] for r in rows.tolist()]
-    if set(map(type, values)) <= {int} and all(-2**63 <= v < 2**63 for v in (min(values, default=0),
-                                                                            max(values, default=0))):
+    if set(map(type, values)) <= {int} and fits_int64(min(values, default=0)) and fits_int64(max(values, default=0)):
         array = np.array(values, np.int64)
         ordered = np.sort(array)
         if not (ordered[1:] == ordered[:-1]).any():  # the usual case: every id an integer, none repeated
             return array, np.ones(len(array), bool)
-    next_id = 1 + max((v for v in ids if type(v) is int and -2**63 <= v < 2**63 - 1), default=0)
+    next_id = 1 + max((v for v in ids if type(v) is int and fits_int64(v + 1)), default=0)
     out, used, stays = [], set(), []
     for r, value in zip(rows.tolist(), values):
-        if type(value) is not int or value in used or not -2**63 <= value < 2**63:
+        if type(value) is not int or value in used or not fits_int64(value):
             ann = row_dict(annotations[r])
             detail = ("has no integer id" if type(value) is not int else f"id {value} is used twice" if value in used
                       else f"id {value} does not fit in 64 bits")

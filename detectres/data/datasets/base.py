@@ -114,7 +114,7 @@ class DetectionDataset(Dataset):
         self.categories = records.categories
         self.imgs = {im["id"]: im for im in records.images}
         self.image_ids = sorted(self.imgs)
-        in_order = [self.imgs[i] for i in self.image_ids]
+        self._images_in_order = [self.imgs[i] for i in self.image_ids]
         image_of_box = records.boxes.image_ids
         if (image_of_box[1:] < image_of_box[:-1]).any():
             records.boxes = records.boxes.take(np.argsort(image_of_box, kind="stable"))
@@ -123,7 +123,7 @@ class DetectionDataset(Dataset):
         self._box_start = np.searchsorted(self.boxes.image_ids, ids, side="left")
         self._box_end = np.searchsorted(self.boxes.image_ids, ids, side="right")
         self._row_of = {image_id: i for i, image_id in enumerate(self.image_ids)}
-        self.aspect_ratios = np.array([im["width"] / im["height"] for im in in_order])
+        self.aspect_ratios = np.array([im["width"] / im["height"] for im in self._images_in_order])
         self._coco = None
 
     def checked_records(self, records: Any) -> Records:
@@ -134,7 +134,7 @@ class DetectionDataset(Dataset):
     def coco(self) -> COCO:
         """A pycocotools index over the checked records (made on first use: evaluation's ground truth)."""
         if self._coco is None:
-            self._coco = coco_index({"images": [self.imgs[i] for i in self.image_ids],
+            self._coco = coco_index({"images": self._images_in_order,
                                      "annotations": self.boxes.to_dicts(), "categories": self.categories})
         return self._coco
 
@@ -187,7 +187,7 @@ class DetectionDataset(Dataset):
         """What a resumed run checks it still trains on: a digest of the records it trains on (each image's
         file and size, each box, class and flag, the class list, what is ignored), wherever the files
         live; the counts and source files name it in messages."""
-        b, images = self.boxes, [self.imgs[i] for i in self.image_ids]
+        b, images = self.boxes, self._images_in_order
         digest = hashlib.sha256(json.dumps([self.ignore_flag, self.class_names]).encode())
         digest.update("\0".join([im["file_name"] for im in images]).encode())
         digest.update(np.array([im["width"] for im in images] + [im["height"] for im in images], np.float64))
