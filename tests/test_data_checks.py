@@ -200,6 +200,7 @@ def test_image_that_fails_during_training_is_skipped_and_counted(tmp_path, caplo
     (json.dumps({"images": [], "annotations": []}), "'categories' must be a non-empty list"),
     (json.dumps([1, 2]), "expected a JSON object"),
     (json.dumps({"images": {}, "annotations": [], "categories": [{"id": 1, "name": "x"}]}), "'images' must be a list"),
+    ('{"images": ' + "[" * 100_000 + "]" * 100_000 + "}", "JSON nested too deeply"),
 ])
 def test_malformed_coco_file_stops_naming_it(tmp_path, text, message):
     (tmp_path / "ann.json").write_text(text)

@@ -62,6 +62,9 @@ def parse_json(raw: bytes, ann_file: str) -> Any:
                              "[malformed_file, fatal: the whole dataset is in this file]") from e
     except UnicodeDecodeError as e:
         raise DataCheckError(f"{ann_file}: not a UTF-8 text file ({e.reason}) [malformed_file, fatal]") from e
+    except RecursionError:
+        raise DataCheckError(f"{ann_file}: JSON nested too deeply to be COCO annotations [malformed_file, fatal]") \
+            from None
 
 
 def read_coco_json(ann_file: str, raw: list[bytes] | None = None) -> dict:
