@@ -4,16 +4,13 @@ says so."""
 import json
 import os
 
-import numpy as np
 import pytest
 import torch
-from torchvision.ops import box_iou
+from export_checks import assert_same_detections, images
 
-from detectres.apps.export import export, run_onnx
+from detectres.apps.export import export, run_onnx, write_model_files
 from detectres.modeling.export import ExportableDetector, NotExportableError
 from detectres.predictor import Detector
-
-SIZES = [(96, 128), (150, 200), (192, 256)]  # none of them the traced example's size
 
 
 @pytest.fixture(scope="module", params=["c4", "fpn"])
@@ -23,23 +20,6 @@ def exported(request, tmp_path_factory):
     checkpoint = os.path.join(trained, "model_final.pth")
     paths = export(checkpoint, str(tmp_path_factory.mktemp("export")))
     return Detector.from_checkpoint(checkpoint, device="cpu"), paths
-
-
-def images():
-    rng = np.random.default_rng(0)
-    for h, w in SIZES:
-        image = rng.integers(0, 256, (3, h, w), dtype=np.uint8)
-        image[:, h // 4: h // 2, w // 4: w // 2] = 255  # something box-like to detect
-        yield image
-
-
-def assert_same_detections(ref: dict, boxes, scores, classes):
-    boxes, scores, classes = (torch.as_tensor(np.asarray(v)) for v in (boxes, scores, classes))
-    assert len(ref["scores"]) > 0 and len(scores) == len(ref["scores"])
-    iou = box_iou(ref["pred_boxes"], boxes.float())
-    ok = ((ref["pred_classes"][:, None] == classes[None].long()) & (iou >= 0.99)
-          & ((ref["scores"][:, None] - scores[None].float()).abs() <= 1e-3))
-    assert ok.any(dim=1).all(), f"{int((~ok.any(dim=1)).sum())} of {len(ok)} detections unmatched"
 
 
 @torch.no_grad()
@@ -66,14 +46,40 @@ def test_export_json_says_what_goes_in_and_out(exported):
     assert info["files"] == {"torchscript": "model.ts", "onnx": "model.onnx"}
 
 
-def test_what_does_not_export_says_so(exported):
+@torch.no_grad()
+def test_the_global_context_head_exports_too(tmp_path):
+    """The paper's global context (a whole-image box per image, run through res5) traces like the rest:
+    the files give eager detections at three sizes (an untrained model, every detection kept)."""
     from detectres.config import compose_config
     from detectres.modeling.build import build_model
 
-    with pytest.raises(NotExportableError, match="global-context"):
-        ExportableDetector(build_model(compose_config("train", ["model=quickstart", "model.roi_heads.context=shared"]).model,
-                                       num_classes=3))
+    torch.manual_seed(0)
+    model = build_model(compose_config("train", ["model=quickstart", "model.roi_heads.context=separate"]).model,
+                        num_classes=3).eval()
+    model.roi_heads.score_thresh = 0.0
+    paths = write_model_files(model, torch.from_numpy(next(images())), str(tmp_path))
+    assert not model.training  # exporting leaves the model as it found it (ONNX export restores modes)
+    scripted = torch.jit.load(paths["torchscript"])
+    for image in images():
+        ref = model.inference([{"image": torch.from_numpy(image)}])[0]
+        assert_same_detections(ref, *run_onnx(paths["onnx"], image))
+        assert_same_detections(ref, *scripted(torch.from_numpy(image)))
+
+
+def test_what_does_not_export_says_so(exported):
     with pytest.raises(NotExportableError, match="test-time procedures and ensembles"):
         ExportableDetector(torch.nn.Linear(1, 1))
     with pytest.raises(ValueError, match="unknown export format"):
         export(exported[1]["info"], "unused", ("tflite",))
+
+
+def test_the_export_path_is_the_eager_inference_path():
+    """No second copy of preprocessing or proposal selection: the adapter calls FasterRCNN.inference."""
+    import inspect
+
+    from detectres.modeling import export as module
+
+    source = inspect.getsource(module)
+    assert "self.model.inference(" in source
+    for copy in ("batched_nms", "topk", "decode", "pixel_mean", "anchor", "F.pad"):
+        assert copy not in source.split('"""', 2)[2], copy

@@ -113,9 +113,9 @@ def test_batched_post_processing_equals_a_loop_over_images_of_different_sizes():
     sizes = [(100, 120), (80, 160), (60, 60)]
     [anchors] = model.rpn.anchor_generator([(10, 12)])
     logits, deltas = torch.randn(3, anchors.shape[0]), torch.randn(3, anchors.shape[0], 4) * 0.3
-    boxes, scores = model.rpn.select_proposals(anchors, logits, deltas, sizes, (2000, 50))
+    boxes, scores = model.rpn.select_proposals([anchors], [logits], [deltas], sizes, (2000, 50))
     for i, hw in enumerate(sizes):
-        alone_boxes, alone_scores = model.rpn.select_proposals(anchors, logits[i:i + 1], deltas[i:i + 1], [hw],
+        alone_boxes, alone_scores = model.rpn.select_proposals([anchors], [logits[i:i + 1]], [deltas[i:i + 1]], [hw],
                                                                (2000, 50))
         torch.testing.assert_close(boxes[i], alone_boxes[0], rtol=0, atol=0)
         torch.testing.assert_close(scores[i], alone_scores[0], rtol=0, atol=0)

@@ -87,9 +87,9 @@ def test_proposals_are_taken_per_level_and_nms_runs_per_level():
     cfg = compose_config("train", ["model=quickstart_fpn", "model.rpn.pre_nms_topk_test=2",
                                    "model.rpn.post_nms_topk_test=10"])
     rpn = build_model(cfg.model, num_classes=3).rpn
-    anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0]] * 3 + [[0.0, 0.0, 10.0, 10.0]] * 3)
-    logits = torch.tensor([[5.0, 4.0, 3.0, 1.0, 0.5, 0.2]])
-    boxes, scores = rpn.select_proposals(anchors, logits, torch.zeros(1, 6, 4), [(20, 20)], rpn.topk_test, [3, 3])
+    anchors = [torch.tensor([[0.0, 0.0, 10.0, 10.0]] * 3)] * 2
+    logits = [torch.tensor([[5.0, 4.0, 3.0]]), torch.tensor([[1.0, 0.5, 0.2]])]
+    boxes, scores = rpn.select_proposals(anchors, logits, [torch.zeros(1, 3, 4)] * 2, [(20, 20)], rpn.topk_test)
     assert scores[0].tolist() == [5.0, 1.0]  # the best of each level (NMS removed 4.0 within level 0)
 
 

@@ -5,7 +5,7 @@ ONNX file of :class:`~detectres.modeling.export.ExportableDetector`, with dynami
 Input: (3, H, W) uint8 BGR, resized by the caller with the checkpoint's test resize (shortest edge
 ``min_size`` up to ``max_size``, given in export.json); normalisation is inside. Outputs: ``boxes``
 (D, 4) XYXY in the input's pixels, ``scores`` (D,), ``classes`` (D,). The test-time add-ons,
-ensembles and the global-context head do not export (a clear error names them).
+ensembles do not export (a clear error names them).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from detectres.config import DATA_DIR
 from detectres.data.image_io import read_image_file
 from detectres.modeling.export import ExportableDetector
 from detectres.predictor import Detector
-from detectres.utils.file_io import atomic_write_text
+from detectres.utils.file_io import atomic_write, atomic_write_text
 
 FORMATS = ("torchscript", "onnx")
 SAMPLE = os.path.join(DATA_DIR, "coco8", "val", "000000000042.jpg")
@@ -36,21 +36,8 @@ def export(checkpoint: str, output_dir: str, formats: tuple[str, ...] = FORMATS,
     if unknown:
         raise ValueError(f"unknown export format(s) {sorted(unknown)}; choose from {', '.join(FORMATS)}")
     detector = Detector.from_checkpoint(checkpoint, device="cpu")
-    wrapper = ExportableDetector(detector.model)
     example = detector.prepare(read_image_file(SAMPLE))["image"]  # traced once; any size runs afterwards
-    os.makedirs(output_dir, exist_ok=True)
-    paths = {}
-    # The tracer warns about Python-side sizes (e.g. how many RoIs there are) that only steer the
-    # choice of fast paths; the graph keeps every size dynamic (tests run the files at several sizes).
-    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-    if "torchscript" in formats:
-        paths["torchscript"] = os.path.join(output_dir, "model.ts")
-        torch.jit.trace(wrapper, (example,), check_trace=False).save(paths["torchscript"])
-    if "onnx" in formats:
-        paths["onnx"] = os.path.join(output_dir, "model.onnx")
-        torch.onnx.export(wrapper, (example,), paths["onnx"], input_names=["image"],
-                          output_names=["boxes", "scores", "classes"], dynamic_axes=ONNX_AXES, opset_version=opset,
-                          dynamo=False)
+    paths = write_model_files(detector.model, example, output_dir, formats, opset)
     info = {"checkpoint": os.path.abspath(checkpoint), "files": {k: os.path.basename(v) for k, v in paths.items()},
             "input": "image: (3, H, W) uint8 BGR, resized with the shortest-edge rule below",
             "resize": {"min_size": detector.min_size, "max_size": detector.max_size,
@@ -59,6 +46,30 @@ def export(checkpoint: str, output_dir: str, formats: tuple[str, ...] = FORMATS,
             "class_names": detector.class_names}
     paths["info"] = os.path.join(output_dir, "export.json")
     atomic_write_text(json.dumps(info, indent=2), paths["info"])
+    return paths
+
+
+@torch.no_grad()
+def write_model_files(model: torch.nn.Module, example: torch.Tensor, output_dir: str,
+                      formats: tuple[str, ...] = FORMATS, opset: int = 17) -> dict[str, str]:
+    """Trace ``model.inference`` (:class:`ExportableDetector`) on ``example`` and write model.ts / model.onnx
+    (each atomically: a failed or interrupted export leaves no file at either name)."""
+    wrapper = ExportableDetector(model)
+    os.makedirs(output_dir, exist_ok=True)
+    paths = {}
+    # The tracer warns about Python-side sizes (e.g. how many RoIs there are) that only steer the
+    # choice of fast paths; the graph keeps every size dynamic (tests run the files at several sizes).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        if "torchscript" in formats:
+            paths["torchscript"] = os.path.join(output_dir, "model.ts")
+            traced = torch.jit.trace(wrapper, (example,), check_trace=False)
+            atomic_write(paths["torchscript"], lambda f: torch.jit.save(traced, f), binary=True, suffix=".ts")
+        if "onnx" in formats:
+            paths["onnx"] = os.path.join(output_dir, "model.onnx")
+            atomic_write(paths["onnx"], lambda f: torch.onnx.export(
+                wrapper, (example,), f, input_names=["image"], output_names=["boxes", "scores", "classes"],
+                dynamic_axes=ONNX_AXES, opset_version=opset, dynamo=False), binary=True, suffix=".onnx")
     return paths
 
 

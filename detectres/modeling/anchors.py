@@ -62,6 +62,8 @@ class AnchorGenerator(nn.Module):
 
     def forward(self, feature_hws: list[tuple[int, int]]) -> list[Tensor]:
         """Per level, (H * W * A, 4) anchors in input-image pixels for feature maps of sizes (H, W)."""
+        if torch.jit.is_tracing():  # the sizes are graph values (export): no cache keyed by them
+            return [self._grid(cells, stride, h, w) for cells, stride, (h, w) in zip(self.cell_anchors, self.strides, feature_hws)]
         key = (tuple((int(h), int(w)) for h, w in feature_hws), self.cell_anchors[0].device)
         if key not in self._cache:
             if len(feature_hws) != len(self.strides):

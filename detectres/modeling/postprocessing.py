@@ -12,6 +12,7 @@ from torchvision.ops import batched_nms
 
 from detectres.modeling.box_coder import BoxCoder
 from detectres.structures.boxes import clip_boxes, nonempty_mask, pairwise_iou, scale_boxes
+from detectres.structures.image_list import image_sizes_tensor
 
 
 def class_scores_and_boxes(logits: Tensor, deltas: Tensor, boxes: Tensor, image_hw: tuple[int, int] | Tensor,
@@ -64,14 +65,22 @@ def merge_detections(boxes: Tensor, scores: Tensor, classes: Tensor, *, score_th
     return {"pred_boxes": out_boxes, "scores": scores[kept], "pred_classes": classes[kept]}
 
 
-def first_per_group(order: Tensor, groups: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Of the indices ``order`` (best first, e.g. what NMS keeps), the first ``k`` of each group in
-    ``groups`` (indexed by them): the selected indices grouped in ascending group order, best first
-    within a group, and their groups."""
-    grouped, perm = torch.sort(groups[order], stable=True)
+def first_k_per_image(order: Tensor, images: Tensor, k: int, num_images: int) -> list[Tensor]:
+    """Of the indices ``order`` (best first, e.g. what NMS keeps), each image's first ``k`` (``images[i]`` is
+    the image of index i): one tensor of indices per image, best first. A traced (exported) call holds one
+    image (``ImageList.from_tensors``), so there it is the first ``k``, with no sort the ONNX opsets lack."""
+    if torch.jit.is_tracing():
+        return [order[:k]]
+    grouped, perm = torch.sort(images[order], stable=True)
     rank = torch.arange(len(order), device=order.device) - torch.searchsorted(grouped, grouped)
     top = rank < k
-    return order[perm][top], grouped[top]
+    counts = torch.bincount(grouped[top], minlength=num_images).tolist()
+    return list(order[perm][top].split(counts))
+
+
+def row_image_index(parts: list[Tensor]) -> Tensor:
+    """(R,) the image of every row of ``torch.cat(parts)``, ``parts`` being per-image (R_i, ...) tensors."""
+    return torch.cat([torch.full_like(p[:, 0], i, dtype=torch.long) for i, p in enumerate(parts)])
 
 
 def per_image_detections(logits: Tensor, deltas: Tensor, boxes: Tensor, image_index: Tensor,
@@ -80,17 +89,14 @@ def per_image_detections(logits: Tensor, deltas: Tensor, boxes: Tensor, image_in
     """The detections of several images at once: R scored boxes of all images with (R,) ``image_index``
     -> per image what :func:`merge_detections` gives (no voting). One threshold, one ``batched_nms``
     keyed by image and class; the few host syncs (selection, split) are per batch, not per image."""
-    sizes = torch.tensor(image_sizes, device=boxes.device, dtype=torch.float32)[image_index]
+    sizes = image_sizes_tensor(image_sizes, boxes.device)[image_index]
     scores, class_boxes = class_scores_and_boxes(logits, deltas, boxes, sizes, box_coder)
     flat_boxes, flat_scores, classes = flatten_class_matrix(scores, class_boxes)
-    images = image_index.repeat_interleave(scores.shape[1])
+    images = image_index[:, None].expand_as(scores).reshape(-1)
     keep = (flat_scores > score_thresh).nonzero().squeeze(1)
     kept = batched_nms(flat_boxes[keep], flat_scores[keep], images[keep] * scores.shape[1] + classes[keep], nms_thresh)
-    kept, groups = first_per_group(kept, images[keep], max_detections)
-    chosen = keep[kept]
-    counts = torch.bincount(groups, minlength=len(image_sizes)).tolist()
-    parts = (flat_boxes[chosen].split(counts), flat_scores[chosen].split(counts), classes[chosen].split(counts))
-    return [{"pred_boxes": b, "scores": s, "pred_classes": c} for b, s, c in zip(*parts)]
+    return [{"pred_boxes": flat_boxes[i], "scores": flat_scores[i], "pred_classes": classes[i]}
+            for i in first_k_per_image(keep[kept], images, max_detections, len(image_sizes))]
 
 
 def nonempty_detections(result: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -101,8 +107,9 @@ def nonempty_detections(result: dict[str, Tensor]) -> dict[str, Tensor]:
 def detector_postprocess(result: dict[str, Tensor], inputs: dict, input_hw: tuple[int, int]) -> dict[str, Tensor]:
     """Map boxes from the network input size back to ``inputs['height'] x inputs['width']`` (the
     input size when those are absent), clip them and drop empty ones."""
-    out_h = int(inputs.get("height", input_hw[0]))
-    out_w = int(inputs.get("width", input_hw[1]))
-    boxes = scale_boxes(result["pred_boxes"], (out_w / input_hw[1], out_h / input_hw[0]))
-    result = {**result, "pred_boxes": clip_boxes(boxes, (out_h, out_w))}
-    return nonempty_detections(result)
+    if "height" in inputs or "width" in inputs:
+        out_h, out_w = int(inputs.get("height", input_hw[0])), int(inputs.get("width", input_hw[1]))
+        boxes = clip_boxes(scale_boxes(result["pred_boxes"], (out_w / input_hw[1], out_h / input_hw[0])), (out_h, out_w))
+    else:  # the input's own pixels (always so in an exported graph, where input_hw are graph values)
+        boxes = clip_boxes(result["pred_boxes"], input_hw)
+    return nonempty_detections({**result, "pred_boxes": boxes})

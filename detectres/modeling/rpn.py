@@ -21,9 +21,10 @@ from detectres.modeling.box_coder import BoxCoder
 from detectres.modeling.features import feature_levels
 from detectres.modeling.losses import rpn_losses
 from detectres.modeling.matcher import Matcher
-from detectres.modeling.postprocessing import first_per_group
+from detectres.modeling.postprocessing import first_k_per_image
 from detectres.modeling.sampling import subsample_labels
 from detectres.structures.boxes import clip_boxes, nonempty_mask, pairwise_iou
+from detectres.structures.image_list import image_sizes_tensor
 from detectres.utils.amp import fp32_only
 
 
@@ -104,57 +105,62 @@ class RPN(nn.Module):
         self.loss_weights = {"loss_weight": loss_weight, "box_reg_loss_weight": box_reg_loss_weight,
                              "smooth_l1_beta": smooth_l1_beta}
 
-    def head_outputs(self, features: Tensor | list[Tensor]) -> tuple[Tensor, Tensor, Tensor, list[int]]:
-        """(P, 4) anchors, (N, P) logits and (N, P, 4) deltas over all levels, and each level's count."""
+    def head_outputs(self, features: Tensor | list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """Per level: (P_l, 4) anchors, (N, P_l) logits and (N, P_l, 4) deltas."""
         features = feature_levels(features)
         anchors = self.anchor_generator([f.shape[-2:] for f in features])
         logits, deltas = zip(*(flatten_rpn_outputs(*self.head(f)) for f in features))
-        return torch.cat(anchors), torch.cat(logits, dim=1), torch.cat(deltas, dim=1), [len(a) for a in anchors]
+        return list(anchors), list(logits), list(deltas)
 
     def forward(self, features: Tensor | list[Tensor], image_sizes: list[tuple[int, int]], targets: list[dict]
                 ) -> tuple[list[Tensor], dict[str, Tensor]]:
         """Training: per-image proposals (R_i, 4) for the RoI heads (no gradient) and the losses
         ``loss_rpn_cls``, ``loss_rpn_loc`` on anchors sampled per ``targets``."""
-        anchors, logits, deltas, counts = self.head_outputs(features)
-        labels, matched_gt = self.label_and_sample_anchors(anchors, targets)
-        losses = rpn_losses(logits, deltas, labels, matched_gt, anchors, self.box_coder,
-                            normalizer=self.batch_size_per_image * len(targets), **self.loss_weights)
-        proposals, _ = self.select_proposals(anchors, logits.detach(), deltas.detach(), image_sizes,
-                                             self.topk_train, counts)
+        anchors, logits, deltas = self.head_outputs(features)
+        all_anchors = torch.cat(anchors)
+        labels, matched_gt = self.label_and_sample_anchors(all_anchors, targets)
+        losses = rpn_losses(torch.cat(logits, dim=1), torch.cat(deltas, dim=1), labels, matched_gt, all_anchors,
+                            self.box_coder, normalizer=self.batch_size_per_image * len(targets), **self.loss_weights)
+        proposals, _ = self.select_proposals(anchors, [x.detach() for x in logits], [x.detach() for x in deltas],
+                                             image_sizes, self.topk_train)
         return proposals, losses
 
     @torch.no_grad()
     def proposals_with_logits(self, features: Tensor | list[Tensor], image_sizes: list[tuple[int, int]]
                               ) -> tuple[list[Tensor], list[Tensor]]:
         """Per image: proposals (R_i, 4) and their objectness logits (R_i,), best first."""
-        anchors, logits, deltas, counts = self.head_outputs(features)
-        return self.select_proposals(anchors, logits, deltas, image_sizes, self.topk_test, counts)
+        return self.select_proposals(*self.head_outputs(features), image_sizes, self.topk_test)
 
     def inference(self, features: Tensor | list[Tensor], image_sizes: list[tuple[int, int]]) -> list[Tensor]:
         """Per-image proposals (R_i, 4) in input pixels, best first."""
         return self.proposals_with_logits(features, image_sizes)[0]
 
     @torch.no_grad()
-    def select_proposals(self, anchors: Tensor, logits: Tensor, deltas: Tensor, image_sizes: list[tuple[int, int]],
-                         topk: tuple[int, int], level_counts: list[int] | None = None
-                         ) -> tuple[list[Tensor], list[Tensor]]:
+    def select_proposals(self, anchors: list[Tensor], logits: list[Tensor], deltas: list[Tensor],
+                         image_sizes: list[tuple[int, int]], topk: tuple[int, int]) -> tuple[list[Tensor], list[Tensor]]:
         """Per image: top-k by logit on each level -> decode -> clip -> drop non-finite and empty -> NMS per
-        level -> top-k over all levels (sorted by logit); all images at once (one ``batched_nms`` keyed by
-        image and level; the few host syncs are per batch, not per image)."""
-        n, post_k, level_counts = logits.shape[0], topk[1], level_counts or [logits.shape[1]]
-        index, levels = top_anchors_per_level(logits, level_counts, topk[0])
-        scores = logits.gather(1, index).reshape(-1)
-        chosen = deltas.gather(1, index[..., None].expand(-1, -1, 4))
-        boxes = self.box_coder.decode(chosen.reshape(-1, 4), anchors[index.reshape(-1)])
-        images = torch.arange(n, device=logits.device).repeat_interleave(index.shape[1])
+        level -> top-k over all levels (sorted by logit). Per level l: ``anchors`` (P_l, 4), ``logits``
+        (N, P_l), ``deltas`` (N, P_l, 4). All images at once (one ``batched_nms`` keyed by image and level;
+        the few host syncs are per batch, not per image); traceable for export (one image)."""
+        n = len(image_sizes)
+        scores, chosen, chosen_anchors, levels = [], [], [], []
+        for level, (level_anchors, level_logits, level_deltas) in enumerate(zip(anchors, logits, deltas)):
+            top, index = level_logits.topk(topk_count(level_logits, topk[0]), dim=1)
+            scores.append(top)
+            chosen.append(level_deltas.gather(1, index[..., None].expand(-1, -1, 4)))
+            chosen_anchors.append(level_anchors[index])
+            levels.append(torch.full_like(index, level))
+        levels = torch.cat(levels, dim=1)
+        boxes = self.box_coder.decode(torch.cat(chosen, dim=1).reshape(-1, 4), torch.cat(chosen_anchors, dim=1).reshape(-1, 4))
+        scores = torch.cat(scores, dim=1).reshape(-1)
+        images = torch.arange(n, device=boxes.device)[:, None].expand_as(levels).reshape(-1)
         finite = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores)
-        boxes = clip_boxes(boxes, torch.tensor(image_sizes, device=boxes.device)[images])
+        boxes = clip_boxes(boxes, image_sizes_tensor(image_sizes, boxes.device)[images])
         keep = (finite & nonempty_mask(boxes, self.min_box_size)).nonzero().squeeze(1)
-        groups = images * len(level_counts) + levels.repeat(n)
+        groups = images * len(anchors) + levels.reshape(-1)
         kept = batched_nms(boxes[keep], scores[keep], groups[keep], self.nms_thresh)
-        kept, by_image = first_per_group(kept, images[keep], post_k)
-        counts = torch.bincount(by_image, minlength=n).tolist()
-        return list(boxes[keep[kept]].split(counts)), list(scores[keep[kept]].split(counts))
+        per_image = first_k_per_image(keep[kept], images, topk[1], n)
+        return [boxes[i] for i in per_image], [scores[i] for i in per_image]
 
     @torch.no_grad()
     def label_and_sample_anchors(self, anchors: Tensor, targets: list[dict]) -> tuple[Tensor, Tensor]:
@@ -174,13 +180,8 @@ class RPN(nn.Module):
         return torch.stack(labels), torch.stack(matched)
 
 
-def top_anchors_per_level(logits: Tensor, level_counts: list[int], k: int) -> tuple[Tensor, Tensor]:
-    """(N, P) logits of anchors from consecutive levels -> (N, S) indices of each image's ``k`` best anchors
-    of every level (all of a level's when it has fewer), level by level, and (S,) their levels."""
-    index, levels, start = [], [], 0
-    for level, count in enumerate(level_counts):
-        top = logits[:, start:start + count].topk(min(k, count), dim=1).indices + start
-        index.append(top)
-        levels.append(torch.full((top.shape[1],), level, dtype=torch.long, device=logits.device))
-        start += count
-    return torch.cat(index, dim=1), torch.cat(levels)
+def topk_count(values: Tensor, k: int) -> Tensor | int:
+    """min(k, values.shape[-1]): an int, or while tracing a graph value (so the export keeps it dynamic)."""
+    if not torch.jit.is_tracing():
+        return min(k, values.shape[-1])
+    return torch.clamp(torch._shape_as_tensor(values)[-1], max=k)

@@ -18,7 +18,7 @@ from detectres.modeling.box_coder import BoxCoder
 from detectres.modeling.losses import fast_rcnn_losses
 from detectres.modeling.matcher import Matcher
 from detectres.modeling.postprocessing import (class_scores_and_boxes, flatten_class_matrix, merge_detections,
-                                               per_image_detections)
+                                               per_image_detections, row_image_index)
 from detectres.modeling.sampling import subsample_labels
 from detectres.structures.boxes import pairwise_iou
 
@@ -124,9 +124,7 @@ class ROIHeads(nn.Module):
                   ) -> list[dict[str, Tensor]]:
         """Per-image detections in input pixels (see :meth:`detections`), all images post-processed at once."""
         logits, deltas = self.forward_with_given_boxes(features, proposals, image_sizes)
-        counts = [p.shape[0] for p in proposals]
-        image_index = torch.repeat_interleave(torch.arange(len(proposals), device=logits.device),
-                                              torch.tensor(counts, device=logits.device), output_size=sum(counts))
+        image_index = row_image_index(proposals)
         return per_image_detections(logits, deltas, torch.cat(proposals), image_index, image_sizes, self.box_coder,
                                     score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
                                     max_detections=self.detections_per_image)

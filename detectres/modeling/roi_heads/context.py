@@ -14,6 +14,9 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from detectres.modeling.postprocessing import row_image_index
+from detectres.structures.image_list import image_sizes_tensor
+
 
 class GlobalContext(nn.Module):
     def __init__(self, res5: nn.Module, *, shared: bool):
@@ -26,12 +29,12 @@ class GlobalContext(nn.Module):
                 run_head: Callable[[list[Tensor], nn.Module], Tensor], res5: nn.Module) -> Tensor:
         """(N, C, H, W) res4 features -> (N, D) global features, one per image. ``run_head(boxes, res5)``
         pools the per-image boxes and runs them through ``res5``."""
-        whole = [torch.tensor([[0.0, 0.0, float(w), float(h)]], device=features.device) for h, w in image_sizes]
+        sizes = image_sizes_tensor(image_sizes, features.device).float()
+        whole = [torch.cat([torch.zeros_like(hw), hw.flip(0)])[None] for hw in sizes.unbind(0)]
         return run_head(whole, res5 if self.shared else self.res5)
 
 
-def concat_context(roi_features: Tensor, global_features: Tensor, counts: list[int]) -> Tensor:
-    """(R, D) RoI features and (N, D) per-image features -> (R, 2D), each RoI with its image's."""
-    index = torch.repeat_interleave(torch.arange(len(counts), device=roi_features.device),
-                                    torch.tensor(counts, device=roi_features.device))
-    return torch.cat([roi_features, global_features[index]], dim=1)
+def concat_context(roi_features: Tensor, global_features: Tensor, boxes: list[Tensor]) -> Tensor:
+    """(R, D) features of the RoIs ``boxes`` (per image) and (N, D) per-image features -> (R, 2D), each RoI
+    with its image's."""
+    return torch.cat([roi_features, global_features[row_image_index(boxes)]], dim=1)

@@ -71,4 +71,4 @@ class Res5ROIHeads(ROIHeads):
         if self.context is None:
             return x
         g = self.context(features, image_sizes, lambda b, res5: self.run_res5(features, b, res5), self.res5)
-        return concat_context(x, g, [len(b) for b in boxes])
+        return concat_context(x, g, boxes)
