@@ -42,6 +42,7 @@ setup(
         "albumentations>=2.0,<3",
         "hydra-core>=1.3,<1.4",
         "omegaconf>=2.3,<2.4",
+        "PyYAML>=5.4",  # already required by omegaconf; detectres reads its own shipped YAML with the safe loader
         "tqdm>=4.60",
         "tensorboard>=2.12",
         "matplotlib>=3.7",

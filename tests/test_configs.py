@@ -197,7 +197,8 @@ def test_the_oldest_checkpoint_configs_get_the_defaults_their_code_assumed():
     for split in ("train", "val"):
         del old["data"][split]["checks"]
     new = read_stored_config(old, "oldest checkpoint")
-    from detectres.config.schema import Data, validate
+    from detectres.config.schema import Data
+    from detectres.config.validation import validate
 
     validate(new["data"], Data, "data")  # the upgraded recipe passes the schema
     assert new["input"]["interpolation"] == "bilinear" and new["data"]["generate"] is None

@@ -189,15 +189,19 @@ def test_the_project_own_configs_pass_and_a_good_checkpoint_restores(good):
         check_stored_config(checkpoint_config(compose_config(name, ["runtime.output_dir=x"])), name)
     det = Detector.from_checkpoint(str(folder / "model_final.pth"), device="cpu")
     assert det.class_names == ["circle", "rectangle", "triangle"]
-    # every _target_ in the project's YAML is on the allowlist
-    from detectres.config.targets import DECLARED_TARGETS, PLACED_TARGETS
+    # the allowlist is what the project's YAML names (read here line by line, there with a YAML parser): the
+    # 22 constructors it always held, the file-writing one only at its place, and nothing outside detectres
+    from detectres.config.targets import DECLARED_TARGETS, PLACED_TARGETS, target_allowed
 
     targets = set()
     for root, _, files in os.walk(CONFIG_DIR):
         for f in files:
             targets.update(line.split(":", 1)[1].strip() for line in open(os.path.join(root, f))
                            if line.strip().startswith("_target_:"))
-    assert targets == DECLARED_TARGETS | set(PLACED_TARGETS)
+    assert targets == DECLARED_TARGETS | set(PLACED_TARGETS) and len(DECLARED_TARGETS) == 22
+    assert not set(PLACED_TARGETS) & DECLARED_TARGETS and all(t.startswith("detectres.") for t in DECLARED_TARGETS)
+    writer = next(iter(PLACED_TARGETS))
+    assert target_allowed(writer, PLACED_TARGETS[writer]) and not target_allowed(writer, "model.backbone")
 
 
 @pytest.mark.parametrize("tool", ["test_net", "predict", "demo", "resume"])
@@ -326,3 +330,15 @@ def test_a_killed_dataset_build_is_cleaned_by_the_next(tmp_path):
     ensure_shapes_dataset(str(tmp_path / "other"), num_train=2, num_val=1, size=64)
     assert not list(tmp_path.glob(".shapes-*")) and sorted(os.listdir(tmp_path)) == ["other"]
     assert "OWNER.json" not in os.listdir(tmp_path / "other")
+
+
+def test_only_detectres_constructors_in_the_shipped_yaml_are_declared(tmp_path, monkeypatch):
+    """A YAML file in the configs folder naming a constructor outside detectres (or a file-writing one) does
+    not declare it: those stay the user's to allow (allow_targets, or their own composed config)."""
+    from detectres.config import targets
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "x.yaml").write_text("_target_: detectres.modeling.rpn.RPN\nhead:\n  - _target_: os.system\n"
+                                              "gen:\n  _target_: detectres.data.datasets.shapes.ensure_shapes_dataset\n")
+    monkeypatch.setattr(targets, "CONFIG_DIR", tmp_path)
+    assert targets.declared_targets.__wrapped__() == {"detectres.modeling.rpn.RPN"}

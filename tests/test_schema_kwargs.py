@@ -4,7 +4,8 @@ import pytest
 
 from detectres.apps.schemas import validate_tool_config
 from detectres.config import compose_config
-from detectres.config.schema import ConfigError, accepted_parameters
+from detectres.config.schema import ConfigError
+from detectres.config.validation import accepted_parameters
 from detectres.modeling.roi_heads.base import ROIHeads
 from detectres.modeling.roi_heads.fpn_head import FPNROIHeads
 from detectres.modeling.roi_heads.res5_head import Res5ROIHeads

@@ -8,10 +8,9 @@ from typing import Annotated, Literal
 
 from omegaconf import DictConfig, OmegaConf
 
-from detectres.config.schema import (
-    ConfigError, Data, Fraction, Input, ModelNode, Node, NonEmpty, NonNegativeInt, PositiveInt, Range, Runtime, Solver,
-    require_complete, validate,
-)
+from detectres.config.constraints import Fraction, NonEmpty, NonNegativeInt, PositiveInt, Range
+from detectres.config.schema import ConfigError, Data, Input, ModelNode, Node, Runtime, Solver
+from detectres.config.validation import require_complete, validate
 from detectres.data.checks import SCAN_LEVELS, resolve_policies, scan_level
 from detectres.utils.comm import env_world_size
 

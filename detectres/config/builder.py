@@ -2,7 +2,7 @@
 
 It replaces Hydra's ``instantiate`` for everything detectres builds (model, datasets, evaluators, the
 test-time wrapper, the solver). It takes plain containers, checks them against the schema
-(:func:`detectres.config.schema.validate`: every key a parameter of its constructor, every value of the
+(:func:`detectres.config.validation.validate`: every key a parameter of its constructor, every value of the
 hinted type and range), then builds exactly those containers: the object that was checked is the object
 that runs. Only ``_target_`` and ``_partial_`` are understood; a target is imported only when
 :mod:`detectres.config.targets` allows it at that place; strings are never interpreted.
@@ -14,7 +14,8 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from detectres.config.schema import Node, validate
+from detectres.config.schema import Node
+from detectres.config.validation import validate
 from detectres.config.targets import resolve_target
 
 

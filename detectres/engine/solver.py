@@ -11,7 +11,7 @@ from typing import Annotated
 import torch
 from torch import nn
 
-from detectres.config.schema import Increasing, NonNegativeFloat, NonNegativeInt, PositiveFloat, Range
+from detectres.config.constraints import Increasing, NonNegativeFloat, NonNegativeInt, PositiveFloat, Range
 
 NORM_TYPES = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.SyncBatchNorm)
 

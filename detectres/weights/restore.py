@@ -18,7 +18,8 @@ from torch import nn
 
 from detectres.config import CONFIG_DIR, carry_overrides, override_key
 from detectres.config.portable import apply_joins
-from detectres.config.schema import Data, Input, ModelNode, validate
+from detectres.config.schema import Data, Input, ModelNode
+from detectres.config.validation import validate
 from detectres.config.targets import targets_in
 from detectres.data.build import dataset_class_names
 from detectres.modeling.build import build_model
