@@ -10,6 +10,7 @@ from detectres.data.datasets.coco import COCODataset
 from detectres.data.datasets.shapes import CLASSES, ensure_shapes_dataset
 from detectres.data.loader import build_train_loader
 from detectres.data.samplers import AspectRatioGroupedBatchSampler, InfiniteShuffleSampler
+from detectres.data.samples import DetectionSamples
 from detectres.data.transforms import apply_transforms, build_transforms
 from detectres.utils.resize import shortest_edge_size
 
@@ -32,7 +33,7 @@ def test_coco8_loads_with_coco_categories():
     assert len(ds.class_names) == 80 and ds.class_names[0] == "person" and ds.class_names[-1] == "toothbrush"
     # COCO ids are non-contiguous: 90 is toothbrush, label 79
     assert ds.label_to_category_id[79] == 90 and ds.category_id_to_label[90] == 79
-    item = ds[ds.image_ids.index(36)]
+    item = DetectionSamples(records=ds)[ds.image_ids.index(36)]
     assert item["image"].shape == (3, 640, 481) and item["image"].dtype == torch.uint8
     names = sorted(ds.class_names[i] for i in item["gt_classes"].tolist())
     assert names == ["person", "umbrella"]  # category ids 1 and 28
@@ -47,10 +48,11 @@ def test_category_mapping_round_trip_and_crowd_and_empty(tmp_path):
             {"id": 2, "image_id": 7, "category_id": 3, "bbox": [5, 5, 10, 10], "iscrowd": 1, "area": 100}]
     ds = COCODataset(**dict(zip(("image_dir", "ann_file"), write_coco(tmp_path, images, anns, cats))))
     assert ds.class_names == ["cat", "dog"] and ds.label_to_category_id == [3, 12]
-    first = ds[0]
+    samples = DetectionSamples(records=ds)
+    first = samples[0]
     assert first["gt_classes"].tolist() == [1]  # dog; the crowd cat is left out
     assert first["gt_boxes"].tolist() == [[1.0, 2.0, 11.0, 22.0]]
-    empty = ds[1]  # an image without objects is kept
+    empty = samples[1]  # an image without objects is kept
     assert empty["gt_boxes"].shape == (0, 4) and empty["gt_classes"].shape == (0,)
 
 
@@ -95,17 +97,18 @@ def test_shapes_dataset_generation_is_deterministic_and_cached(tmp_path):
     ensure_shapes_dataset(str(tmp_path / "a"), num_train=5, num_val=2, size=96, seed=4)
     assert os.path.getmtime(os.path.join(a, "DONE.json")) == mtime  # not regenerated
     ds = COCODataset(image_dir=os.path.join(a, "train"), ann_file=os.path.join(a, "annotations/instances_train.json"))
-    for i in range(len(ds)):
-        item = ds[i]
+    for item in DetectionSamples(records=ds):
         b = item["gt_boxes"]
         assert ((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).all() and b.max() <= 96
 
 
 def test_multi_worker_loader(tiny_shapes):
     t = build_transforms(short_edges=[96, 112], max_size=200, flip_prob=0.5)
-    ds = COCODataset(image_dir=os.path.join(tiny_shapes, "train"),
-                     ann_file=os.path.join(tiny_shapes, "annotations/instances_train.json"), transforms=t)
+    ds = DetectionSamples(records=COCODataset(image_dir=os.path.join(tiny_shapes, "train"),
+                                              ann_file=os.path.join(tiny_shapes, "annotations/instances_train.json")),
+                          transforms=t)
     loader = build_train_loader(ds, batch_size=4, num_workers=2, seed=0)
+    assert loader.batch_sampler.aspect_ratios is ds.records.aspect_ratios  # batches grouped by the records' shapes
     it = iter(loader)
     batches = [next(it) for _ in range(3)]
     assert all(len(b) == 4 for b in batches)
@@ -129,9 +132,9 @@ def test_training_drops_images_without_a_usable_box_unless_told_to_keep_them(tmp
     paths = [f"data.{s}.{k}={v}" for s in ("train", "val") for k, v in (("image_dir", image_dir), ("ann_file", ann_file))]
     with caplog.at_level(logging.INFO, logger="detectres"):
         train = build_dataset(compose_config("train", ["data=custom", *paths]), "train")
-    assert train.image_ids == [1, 4] and train.dropped_empty == 2  # 2: crowd only, 3: no box
+    assert train.records.image_ids == [1, 4] and train.records.dropped_empty == 2  # 2: crowd only, 3: no box
     assert "train split: dropped 2 image(s) without a usable box" in caplog.text
     kept = build_dataset(compose_config("train", ["data=custom", *paths, "data.train.filter_empty=false"]), "train")
-    assert kept.image_ids == [1, 2, 3, 4] and kept.dropped_empty == 0
+    assert kept.records.image_ids == [1, 2, 3, 4] and kept.records.dropped_empty == 0
     val = build_dataset(compose_config("train", ["data=custom", *paths]), "val")
-    assert val.image_ids == [1, 2, 3, 4]  # evaluation keeps every image
+    assert val.records.image_ids == [1, 2, 3, 4]  # evaluation keeps every image

@@ -12,6 +12,7 @@ from detectres.apps.train import train
 from detectres.config import compose_config
 from detectres.data.checks import PROBLEM_KINDS, DataCheckError, resolve_policies, scan_level
 from detectres.data.datasets.coco import COCODataset
+from detectres.data.samples import DetectionSamples
 
 NAMES = ["a.png", "b.png", "c.png", "d.png"]
 
@@ -135,7 +136,7 @@ def test_repairs_are_what_the_policy_says(tmp_path):
     assert ds.coco.anns[5]["bbox"] == [50.0, 30.0, 14.0, 10.0]  # clipped to 128 px, then halved to the file's size
     assert 7 not in ds.coco.anns
     assert ds.coco.anns[8]["bbox"] == [34.0, 20.0, 30.0, 28.0]
-    assert ds.coco.imgs[3]["width"] == 64 and ds[2]["image"].shape == (3, 48, 64)
+    assert ds.coco.imgs[3]["width"] == 64 and DetectionSamples(records=ds)[2]["image"].shape == (3, 48, 64)
 
 
 def test_fatal_policy_stops_before_the_first_iteration(tmp_path):
@@ -174,14 +175,14 @@ def test_fatal_image_policy_reads_the_files_at_load(tmp_path):
 
 def test_image_that_fails_during_training_is_skipped_and_counted(tmp_path, caplog):
     img_dir, ann = make_case(tmp_path, None, None)
-    ds = COCODataset(image_dir=img_dir, ann_file=ann)  # loads fine: the files are only stat'ed
-    corrupt(os.path.join(img_dir, "b.png"))          # ... and one breaks before it is read
-    ds.substitute_bad_images = True
+    records = COCODataset(image_dir=img_dir, ann_file=ann)  # loads fine: the files are only stat'ed
+    corrupt(os.path.join(img_dir, "b.png"))               # ... and one breaks before it is read
+    ds = DetectionSamples(records=records, substitute_bad_images=True)
     item = ds[1]
     assert item["file_name"].endswith("c.png") and "b.png" in item["skipped"][0]
     assert "unreadable_image" in item["skipped"][0]
     assert "skipped" not in ds[1 + 1] and ds[1]["file_name"].endswith("c.png")  # remembered, not retried
-    evaluation = COCODataset(image_dir=img_dir, ann_file=ann)  # evaluation: a stub, left out of scoring
+    evaluation = DetectionSamples(records=records)  # evaluation: a stub, left out of scoring
     for _ in range(2):  # every time, never the next image in its place
         assert set(evaluation[1]) == {"image_id", "file_name", "skipped"} and evaluation[1]["image_id"] == 2
     assert evaluation[2]["file_name"].endswith("c.png") and "skipped" not in evaluation[2]

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from detectres.apps.demo.pipeline import ModelStage, Overlay, Pipeline, filter_prediction
+from detectres.apps.demo.overlay import ModelStage, Overlay, filter_prediction
+from detectres.apps.demo.pipeline import Pipeline
 from detectres.apps.demo.sources import Frame
 from detectres.apps.train import train
 from detectres.config import PROJECT_ROOT, compose_config

@@ -8,6 +8,7 @@ from PIL import Image
 
 from detectres.data.datasets.coco import COCODataset
 from detectres.data.image_io import ImageFileError, image_file_size, read_image_file
+from detectres.data.samples import DetectionSamples
 
 
 def test_grayscale_is_replicated(tmp_path):
@@ -71,7 +72,7 @@ def test_exif_rotated_image_in_a_dataset_uses_the_displayed_size(tmp_path):
     (tmp_path / "ann.json").write_text(json.dumps(ann))
     ds = COCODataset(image_dir=str(tmp_path), ann_file=str(tmp_path / "ann.json"), checks={"scan": "header"})
     assert not ds.report.problems
-    item = ds[0]
+    item = DetectionSamples(records=ds)[0]
     assert item["image"].shape == (3, 60, 40) and item["gt_boxes"].tolist() == [[5.0, 30.0, 15.0, 50.0]]
 
 

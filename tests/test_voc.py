@@ -18,6 +18,7 @@ from detectres.apps.train import train
 from detectres.config import PROJECT_ROOT, compose_config
 from detectres.data.datasets.base import coco_index
 from detectres.data.datasets.voc import VOC_CLASSES, VOCDataset
+from detectres.data.samples import DetectionSamples
 from detectres.evaluation.voc import VOCEvaluator, average_precision, point_interpolated_ap, precision_recall
 
 # (image id, [(name, xmin, ymin, xmax, ymax, difficult)]) in VOC's 1-based inclusive pixels
@@ -64,14 +65,15 @@ def voc_root(tmp_path):
 def test_voc_layout_boxes_and_difficult(voc_root):
     ds = VOCDataset(root=voc_root, image_sets=["VOC2007/trainval"])
     assert ds.class_names == list(VOC_CLASSES) and len(ds) == 4 and not ds.report.problems
-    first = ds[0]
+    samples = DetectionSamples(records=ds)
+    first = samples[0]
     assert first["file_name"].endswith(os.path.join("VOC2007", "JPEGImages", "000001.jpg"))
     assert first["gt_boxes"].tolist() == [[4.0, 4.0, 24.0, 20.0], [34.0, 20.0, 58.0, 40.0]]  # xmin - 1 .. xmax
     assert [VOC_CLASSES[i] for i in first["gt_classes"]] == ["car", "dog"]
-    assert ds[1]["gt_classes"].tolist() == [VOC_CLASSES.index("car")]  # the difficult dog is not a training target
+    assert samples[1]["gt_classes"].tolist() == [VOC_CLASSES.index("car")]  # the difficult dog is not a training target
     assert [a["difficult"] for a in ds.coco.imgToAnns[2]] == [0, 1]   # ... but stays for evaluation
     kept = VOCDataset(root=voc_root, image_sets=["VOC2007/trainval"], keep_difficult=True)
-    assert len(kept[1]["gt_classes"]) == 2
+    assert len(DetectionSamples(records=kept)[1]["gt_classes"]) == 2
 
 
 def test_07_plus_12_concatenates(voc_root):

@@ -19,7 +19,7 @@ from detectres.utils.outputs import refuse_overwriting
 def load_report(cfg: DictConfig, split: str) -> tuple[DataReport | None, int, str]:
     """(report, images kept, error) for one split, the images read at ``cfg.scan`` level."""
     try:
-        dataset = build(cfg.data[split], f"data.{split}", transforms=None)
+        dataset = build(cfg.data[split], f"data.{split}")
     except DataCheckError as e:
         return e.report, 0, str(e)
     except (FileNotFoundError, ValueError, KeyError) as e:

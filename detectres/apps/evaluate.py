@@ -73,10 +73,11 @@ def evaluate_into(composed: DictConfig, cfg: DictConfig, weights, source: str, o
     # take resized ones
     plain = not cfg.ensemble and all(cfg.test[k] is None for k in ADD_ONS)
     dataset = build_dataset(cfg, "val", resize=plain or bool(cfg.ensemble))
-    class_names = weights.class_names or dataset.class_names
-    if list(class_names) != list(dataset.class_names):
-        raise ValueError(f"{source} was trained on classes {class_names} but {dataset.name} "
-                         f"lists {dataset.class_names}")
+    records = dataset.records
+    class_names = weights.class_names or records.class_names
+    if list(class_names) != list(records.class_names):
+        raise ValueError(f"{source} was trained on classes {class_names} but {records.name} "
+                         f"lists {records.class_names}")
     restored = build_restored(cfg, weights, source, class_names=class_names)
     # test=baseline is the batched detector itself, as training evaluates it; a wrapper only for an add-on
     model = restored.model if plain else test_time_model(composed, restored)
@@ -84,7 +85,7 @@ def evaluate_into(composed: DictConfig, cfg: DictConfig, weights, source: str, o
     mapper = model.input_mapper() if isinstance(model, TestTimeDetector) else None
     loader = build_test_loader(dataset, num_workers=cfg.data.num_workers, rank=get_rank(), world_size=get_world_size(),
                                device=restored.model.device, mapper=mapper)
-    results = evaluate_detector(model, loader, build_evaluator(cfg.data, dataset), output_dir,
+    results = evaluate_detector(model, loader, build_evaluator(cfg.data, records), output_dir,
                                 autocast=cfg.runtime.amp)
     if not is_main_process():
         return results

@@ -72,7 +72,7 @@ def evaluation_hook(cfg: DictConfig, model, val_set, rank: int, world: int, writ
                                device=model.device)
 
     def run_eval(iteration: int) -> dict:
-        results = evaluate_detector(model, loader, build_evaluator(cfg.data, val_set), os.path.join(out, "inference"),
+        results = evaluate_detector(model, loader, build_evaluator(cfg.data, val_set.records), os.path.join(out, "inference"),
                                     autocast=cfg.runtime.amp)
         if rank == 0:
             write_eval_json(results, os.path.join(out, "eval.json"))
@@ -91,15 +91,15 @@ def train_process(cfg: DictConfig, rank: int, world: int) -> dict:
     seed_everything(cfg.seed + rank)
     threads = set_threads(cfg.runtime.num_threads, cfg.data.num_workers)
     train_set, val_set = build_datasets(cfg)
-    model = restore_model(cfg, class_names=train_set.class_names, strict=cfg.strict_weights).model
+    model = restore_model(cfg, class_names=train_set.records.class_names, strict=cfg.strict_weights).model
     check_batch_memory(model, ims_per_batch=s.ims_per_batch, world=world, amp=cfg.runtime.amp,
                        min_pixels=smallest_image_pixels(cfg.input.min_size_train, cfg.input.max_size_train,
-                                                        train_set.aspect_ratios))
+                                                        train_set.records.aspect_ratios))
     optimizer = build(s.optimizer, "solver.optimizer")(model)
     scheduler = build(s.lr_scheduler, "solver.lr_scheduler")(optimizer)
     scaler = grad_scaler(cfg.runtime.amp, model.device.type)
-    record = {"config": checkpoint_config(cfg), "class_names": train_set.class_names,
-              "data_identity": train_set.identity()}
+    record = {"config": checkpoint_config(cfg), "class_names": train_set.records.class_names,
+              "data_identity": train_set.records.identity()}
     checkpointer = Checkpointer(out, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, extra=record)
     start_iter = checkpointer.resume(allow_changes=cfg.allow_resume_changes) if cfg.resume else 0
     if start_iter >= s.max_iter:

@@ -6,7 +6,7 @@ import logging
 from omegaconf import DictConfig
 
 from detectres.config.builder import build
-from detectres.data.datasets.base import DetectionDataset
+from detectres.data.samples import DetectionSamples
 from detectres.data.transforms import build_transforms
 
 logger = logging.getLogger(__name__)
@@ -28,29 +28,31 @@ def test_transforms(input_cfg: DictConfig):
                             interpolation=input_cfg.interpolation)
 
 
-def build_dataset(cfg: DictConfig, split: str, resize: bool = True) -> DetectionDataset:
-    """``split`` is "train" (training transforms) or "val" (test transforms); ``resize=False`` keeps
-    the original images (for test-time procedures that choose their own sizes). The data check
-    summary is logged; in training an image that fails to load is replaced by the next one."""
+def build_dataset(cfg: DictConfig, split: str, resize: bool = True) -> DetectionSamples:
+    """The samples of ``split``: "train" (training transforms; an image that fails to load is replaced by
+    the next one) or "val" (test transforms; it gives a stub naming it). ``resize=False`` keeps the
+    original images (for test-time procedures that choose their own sizes). The data check summary of
+    the records (``.records``) is logged."""
     prepare_data(cfg.data)
-    transforms = train_transforms(cfg.input) if split == "train" else test_transforms(cfg.input)
-    dataset = build(cfg.data[split], f"data.{split}", transforms=transforms if resize else None)
-    dataset.substitute_bad_images = split == "train"
-    log = logger.warning if dataset.report.problems else logger.info
-    log("data check, %s split (%d images): %s", split, len(dataset), dataset.report.summary())
-    if dataset.dropped_empty:
+    records = build(cfg.data[split], f"data.{split}")
+    log = logger.warning if records.report.problems else logger.info
+    log("data check, %s split (%d images): %s", split, len(records), records.report.summary())
+    if records.dropped_empty:
         logger.info("%s split: dropped %d image(s) without a usable box (data.%s.filter_empty=false keeps them)",
-                    split, dataset.dropped_empty, split)
-    return dataset
+                    split, records.dropped_empty, split)
+    transforms = train_transforms(cfg.input) if split == "train" else test_transforms(cfg.input)
+    return DetectionSamples(records=records, transforms=transforms if resize else None,
+                            substitute_bad_images=split == "train")
 
 
-def build_datasets(cfg: DictConfig) -> tuple[DetectionDataset, DetectionDataset]:
-    """The training and validation datasets, which must list the same classes."""
+def build_datasets(cfg: DictConfig) -> tuple[DetectionSamples, DetectionSamples]:
+    """The training and validation samples, whose records must list the same classes."""
     train_set = build_dataset(cfg, "train")
     val_set = build_dataset(cfg, "val")
-    if train_set.class_names != val_set.class_names:
-        raise ValueError(f"the train and val data list different categories: {train_set.class_names} vs "
-                         f"{val_set.class_names} (train: {train_set.name}, val: {val_set.name})")
+    train, val = train_set.records, val_set.records
+    if train.class_names != val.class_names:
+        raise ValueError(f"the train and val data list different categories: {train.class_names} vs "
+                         f"{val.class_names} (train: {train.name}, val: {val.name})")
     return train_set, val_set
 
 

@@ -34,7 +34,8 @@ def print_summary(results: dict) -> None:
 
 @torch.no_grad()
 def draw_dataset_predictions(model, dataset, out_dir: str, count: int, score_thresh: float = 0.5) -> list[str]:
-    """Draw ``model.inference``'s detections on the first ``count`` images of ``dataset`` into ``out_dir``."""
+    """Draw ``model.inference``'s detections on the first ``count`` samples of ``dataset`` (``DetectionSamples``)
+    into ``out_dir``."""
     os.makedirs(out_dir, exist_ok=True)
     model.eval()
     paths = []
@@ -45,7 +46,7 @@ def draw_dataset_predictions(model, dataset, out_dir: str, count: int, score_thr
         out = model.inference([item])[0]
         image = cv2.imread(item["file_name"], cv2.IMREAD_COLOR)
         drawn = draw_detections(image, out["pred_boxes"].cpu().numpy(), out["scores"].cpu().numpy(),
-                                out["pred_classes"].cpu().numpy(), dataset.class_names, score_thresh)
+                                out["pred_classes"].cpu().numpy(), dataset.records.class_names, score_thresh)
         path = os.path.join(out_dir, os.path.splitext(os.path.basename(item["file_name"]))[0] + ".jpg")
         refuse_overwriting([path], [item["file_name"]], "runtime.output_dir")
         paths.append(write_image(path, drawn))

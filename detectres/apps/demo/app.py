@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
-from detectres.apps.demo.pipeline import ModelStage, Overlay, Pipeline, PipelineStats
+from detectres.apps.demo.overlay import ModelStage, Overlay
+from detectres.apps.demo.pipeline import Pipeline, PipelineStats
 from detectres.apps.demo.sinks import WindowSink, open_sinks
 from detectres.apps.demo.sources import open_source
 from detectres.predictor import Detector

@@ -1,15 +1,12 @@
-"""A detection dataset over checked COCO-style records (COCO and VOC both load into this).
+"""A dataset's records: COCO-style annotations checked, indexed and named (COCO and VOC both load into
+this). How a record becomes a training or evaluation sample (reading, transforms, what a bad image
+becomes) is :class:`detectres.data.samples.DetectionSamples`, as Detectron2 keeps its dataset catalog
+apart from its mapper.
 
-Items are dicts: ``image`` (3, H, W) uint8 BGR after ``transforms``, ``gt_boxes`` (G, 4) XYXY
-float32, ``gt_classes`` (G,) int64, ``image_id``, ``file_name``, and the original ``height``/``width``.
-Category ids (any, possibly non-contiguous) map to contiguous labels 0..K-1 in the order of their
-ids; ``label_to_category_id`` maps back. Crowd boxes (and VOC "difficult" ones unless kept) are left
-out of training targets; images without objects are kept.
-
-An image that fails to load when read (it was fine, or not looked at, when the dataset loaded) is
-skipped by its policy: with ``substitute_bad_images`` (training) the next good image takes its place,
-otherwise (evaluation) a stub ``{"image_id", "file_name", "skipped"}`` is returned. Either way the
-item carries ``skipped``: the messages, so the caller can count them across loader workers.
+Category ids (any, possibly non-contiguous) map to contiguous labels 0..K-1 in the order of their ids;
+``label_to_category_id`` maps back. Crowd boxes (and VOC "difficult" ones unless kept) are left out of
+training targets (:meth:`DetectionDataset.annotations`); images without objects are kept unless
+``filter_empty``.
 """
 from __future__ import annotations
 
@@ -23,17 +20,13 @@ import re
 from collections import Counter
 from typing import Any, Mapping, Sequence
 
-import albumentations as A
 import numpy as np
-import torch
 from pycocotools.coco import COCO
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from detectres.data.checks import DROP, FAIL, FIX, SKIP, DataCheckError, DataReport, scan_level
+from detectres.data.checks import DROP, FIX, SKIP, DataCheckError, DataReport, scan_level
 from detectres.data.image_io import ImageFileError, image_file_size, read_image_file
 from detectres.data.records import BoxTable, Records, clean_records
-from detectres.data.transforms import apply_transforms
 
 logger = logging.getLogger(__name__)
 
@@ -63,15 +56,15 @@ def nothing_to_train_on(name: str, report: DataReport) -> str:
             f"(dropped by the data checks: {causes or 'nothing; the images have no boxes'}); {hint}")
 
 
-class DetectionDataset(Dataset):
-    """Checks ``records`` (see :mod:`detectres.data.checks` for ``checks``), then serves items.
+class DetectionDataset:
+    """Checks ``records`` (see :mod:`detectres.data.checks` for ``checks``), then answers for them: the
+    images by id, each image's training boxes and labels, the class list, a pycocotools index, a digest.
 
     Args:
         name: how the report and messages name this dataset (e.g. the annotation file).
         source_files: the annotation / list files the records came from (what :meth:`identity` names).
         image_root: the folder that ``file_name`` entries are relative to.
         records: COCO-style ``{"images", "annotations", "categories"}``.
-        transforms: an albumentations pipeline (see :mod:`detectres.data.transforms`), or None.
         checks: ``{"scan": exists|header|decode, <problem kind>: <policy>, ...}``.
         ignore_flag: an annotation key (e.g. "difficult") whose true value leaves the box out of
             training targets, like ``iscrowd``.
@@ -80,7 +73,7 @@ class DetectionDataset(Dataset):
             counts them.
     """
 
-    def __init__(self, *, name: str, image_root: str, records: dict, transforms: A.Compose | None = None,
+    def __init__(self, *, name: str, image_root: str, records: dict,
                  checks: Mapping[str, str] | None = None, ignore_flag: str | None = None,
                  source_files: Sequence[str] = (), filter_empty: bool = False):
         checks = dict(checks or {})
@@ -89,10 +82,7 @@ class DetectionDataset(Dataset):
         self.report = DataReport(name, checks)
         self.name = name
         self.image_root = image_root
-        self.transforms = transforms
         self.ignore_flag = ignore_flag
-        self.substitute_bad_images = False
-        self._bad_indices: dict[int, ImageFileError] = {}
         if ignore_flag not in (None, "difficult"):
             raise ValueError(f"ignore_flag={ignore_flag!r}: the records carry 'difficult' (and 'iscrowd') only")
         records = self._scan_files(self.checked_records(records), scan_level(requested_scan, self.report.policies))
@@ -196,7 +186,7 @@ class DetectionDataset(Dataset):
         return {"digest": digest.hexdigest(), "digest_format": 2, "images": len(self), "annotations": len(b),
                 "files": self.source_files}
 
-    # -- reading ---------------------------------------------------------------------------------
+    # -- one image's record ----------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.image_ids)
 
@@ -223,63 +213,6 @@ class DetectionDataset(Dataset):
         xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1).astype(np.float32)
         labels = np.searchsorted(self.label_to_category_id, boxes.category_ids[kept]).astype(np.int64)
         return xyxy.reshape(-1, 4), labels
-
-    def load_item(self, index: int) -> dict[str, Any]:
-        image_id = self.image_ids[index]
-        image = self.read_image(image_id)
-        height, width = image.shape[:2]
-        boxes, labels = self.annotations(image_id)
-        if self.transforms is not None:
-            image, boxes, labels = apply_transforms(self.transforms, image, boxes, labels)
-        return {
-            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-            "gt_boxes": torch.from_numpy(boxes),
-            "gt_classes": torch.from_numpy(labels),
-            "image_id": image_id,
-            "file_name": self.image_path(image_id),
-            "height": height,
-            "width": width,
-        }
-
-    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
-        """``index``, or ``(index, seed)`` from a training sampler: the seed fixes this item's random
-        transforms and is passed on as ``sample_seed`` (the model seeds its anchor/RoI sampling with it)."""
-        seed = None
-        if isinstance(index, tuple):
-            index, seed = index
-            if self.transforms is not None:
-                self.transforms.set_random_seed(seed)
-        item = self.load_first_good(index)
-        if seed is not None and "image" in item:
-            item["sample_seed"] = seed
-        return item
-
-    def load_first_good(self, index: int) -> dict[str, Any]:
-        """Item ``index``, or (with ``substitute_bad_images``) the next one that loads."""
-        skipped: list[str] = []
-        for step in range(len(self)):
-            i = (index + step) % len(self)
-            if i in self._bad_indices and self.substitute_bad_images:
-                continue
-            try:
-                if i in self._bad_indices:
-                    raise self._bad_indices[i]  # evaluation: the same stub again, without re-reading
-                item = self.load_item(i)
-            except ImageFileError as e:
-                if self.report.policies[e.kind] == FAIL:
-                    raise DataCheckError(f"{e} [{e.kind}, fatal]") from e
-                if i not in self._bad_indices:
-                    logger.warning("skipping an image that failed to load: %s [%s, image skipped]", e, e.kind)
-                self._bad_indices[i] = e
-                skipped.append(f"{e} [{e.kind}, image skipped]")
-                if not self.substitute_bad_images:
-                    image_id = self.image_ids[i]
-                    return {"image_id": image_id, "file_name": self.image_path(image_id), "skipped": skipped}
-                continue
-            if skipped:
-                item["skipped"] = skipped
-            return item
-        raise DataCheckError(f"{self.name}: every image failed to load; the last: {skipped[-1:]}")
 
 
 class FolderListing:

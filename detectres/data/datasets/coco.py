@@ -12,7 +12,6 @@ import json
 import os
 from typing import Any, Mapping
 
-import albumentations as A
 import msgspec
 
 from detectres.data.checks import DataCheckError
@@ -97,13 +96,13 @@ def read_categories(ann_file: str) -> list[dict]:
 class COCODataset(DetectionDataset):
     """A COCO-format dataset: ``image_dir`` holds the files named in ``ann_file``."""
 
-    def __init__(self, *, image_dir: str, ann_file: str, transforms: A.Compose | None = None,
+    def __init__(self, *, image_dir: str, ann_file: str,
                  checks: Mapping[str, str] | None = None, filter_empty: bool = False):
         if not os.path.isdir(image_dir):
             raise FileNotFoundError(f"image directory not found: {image_dir}")
         self.image_dir = image_dir
         self.ann_file = ann_file
-        super().__init__(name=ann_file, image_root=image_dir, records=None, transforms=transforms, checks=checks,
+        super().__init__(name=ann_file, image_root=image_dir, records=None, checks=checks,
                          source_files=[ann_file], filter_empty=filter_empty)
 
     def checked_records(self, records: Any) -> Records:

@@ -15,7 +15,6 @@ import os
 import xml.etree.ElementTree as ET
 from typing import Annotated, Mapping, Sequence
 
-import albumentations as A
 from tqdm import tqdm
 
 from detectres.config.constraints import ClassNames, MaxLength, NonEmpty
@@ -128,13 +127,13 @@ class VOCDataset(DetectionDataset):
 
     def __init__(self, *, root: str, image_sets: Annotated[list[str], NonEmpty(), MaxLength(64)],
                  class_names: ClassNames = VOC_CLASSES,
-                 keep_difficult: bool = False, transforms: A.Compose | None = None,
+                 keep_difficult: bool = False,
                  checks: Mapping[str, str] | None = None, filter_empty: bool = False):
         if not os.path.isdir(root):
             raise FileNotFoundError(f"VOC root not found: {root} (the folder holding VOC2007/ and VOC2012/)")
         self.root = root
         self.image_sets = list(image_sets)
         super().__init__(name=f"{root} [{' + '.join(self.image_sets)}]", image_root=root,
-                         records=voc_records(root, self.image_sets, list(class_names)), transforms=transforms,
+                         records=voc_records(root, self.image_sets, list(class_names)),
                          checks=checks, ignore_flag=None if keep_difficult else "difficult",
                          source_files=[image_set_file(root, s) for s in self.image_sets], filter_empty=filter_empty)
