@@ -178,18 +178,22 @@ def video_in_progress(folder, proc, min_bytes=200_000, timeout=60):
     raise AssertionError("the demo wrote no temporary video")
 
 
-def test_sigterm_finalises_a_playable_video_and_exits_143(checkpoint, tmp_path):
+@pytest.mark.parametrize("sig, status, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")],
+                         ids=["SIGTERM", "Ctrl-C"])
+def test_a_signal_finalises_a_playable_video_and_exits_as_every_tool_does(checkpoint, tmp_path, sig, status, word):
+    """The one signal policy (utils/signals.py): 143 after SIGTERM, 130 after Ctrl-C, once the video is closed."""
     src, dst = tmp_path / "long.avi", tmp_path / "out" / "partial.avi"
     write_video(src, 3000)
     proc = subprocess.Popen([sys.executable, DEMO, f"checkpoint={checkpoint}", f"source={src}", f"output={dst}",
-                             "display=false"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                             "display=false"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
     dst.parent.mkdir(exist_ok=True)
     video_in_progress(dst.parent, proc)
     assert not dst.exists()
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 143, stderr[-2000:]
-    assert "interrupted; output finalised" in stdout and stderr.strip().endswith("detectres: terminated")
+    assert proc.returncode == status, stderr[-2000:]
+    assert "interrupted; output finalised" in stdout and stderr.strip().endswith(f"detectres: {word}")
     assert list(dst.parent.iterdir()) == [dst]  # renamed into place, no temporary file left
     frames, _ = read_video(dst)
     assert 0 < len(frames) < 3000
