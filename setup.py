@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent
 # project folder -> where it goes inside the built package
 PACKAGE_DATA_DIRS = {"configs": "configs", "tests/data/coco8": "samples/coco8", "tests/data/images": "samples/images"}
 COMMANDS = ["train", "test", "predict", "demo", "check-data", "ablation", "benchmark", "train-benchmark", "convert",
-            "gpu-latency", "scoring-benchmark", "scale-benchmark", "plot", "export"]
+            "convert-data", "gpu-latency", "scoring-benchmark", "scale-benchmark", "plot", "export"]
 
 
 class BuildWithData(build_py):

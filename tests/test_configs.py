@@ -66,7 +66,7 @@ def test_every_data_config_composes_and_instantiates(shapes_overrides, tmp_path)
     from detectres.data.checks import PROBLEM_KINDS
     from detectres.data.datasets.base import DetectionDataset
 
-    assert group_options("data") == ["coco", "coco8", "custom", "shapes", "voc07", "voc0712"]
+    assert group_options("data") == ["coco", "coco8", "custom", "shapes", "voc07", "voc0712", "yolo"]
     for data in group_options("data"):
         cfg = compose_config("train", [f"data={data}"])
         for split in ("train", "val"):

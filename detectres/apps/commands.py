@@ -21,6 +21,7 @@ COMMANDS = {
     "detectres-benchmark": ("benchmark", "main", "benchmark"),
     "detectres-train-benchmark": ("train_benchmark", "main", "train_benchmark"),
     "detectres-convert": ("convert", "main", None),
+    "detectres-convert-data": ("convert_data", "main", None),
     "detectres-gpu-latency": ("gpu_latency", "main", None),
     "detectres-scoring-benchmark": ("scoring_benchmark", "main", None),
     "detectres-scale-benchmark": ("scale_benchmark", "main", None),

@@ -57,12 +57,15 @@ def build_datasets(cfg: DictConfig) -> tuple[DetectionSamples, DetectionSamples]
 
 
 def dataset_class_names(data_cfg: DictConfig) -> list[str]:
-    """Class names from the data config: ``class_names`` when it lists them (VOC), else the categories of
-    the training annotation file (COCO format), read without loading the dataset."""
+    """Class names from the data config: ``class_names`` when it lists them (VOC), else what the training
+    split's files name, read without loading the dataset: the categories of a COCO annotation file, or
+    the names in a YOLO ``data.yaml``."""
     from detectres.data.datasets.coco import read_categories
+    from detectres.data.datasets.yolo import read_data_yaml
 
     if data_cfg.class_names:
         return list(data_cfg.class_names)
     prepare_data(data_cfg)
-    ann_file = data_cfg.train.ann_file
-    return [c["name"] for c in read_categories(ann_file)]
+    if "ann_file" not in data_cfg.train:
+        return read_data_yaml(data_cfg.train.root)["names"]
+    return [c["name"] for c in read_categories(data_cfg.train.ann_file)]

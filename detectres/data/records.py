@@ -68,6 +68,10 @@ def clean_images(images: Any, *, source: str, image_root: str, report: DataRepor
         if image.get("malformed"):
             report.add("malformed_file", where(), image["malformed"])
             continue
+        if image.get("file_problem"):  # the reader already looked at the file (YOLO: for its size) and failed
+            kind, detail = image["file_problem"]
+            report.add(kind, where(), detail)
+            continue
         if not (_positive_number(image.get("width")) and _positive_number(image.get("height"))):
             detail = f"width/height {image.get('width')!r}x{image.get('height')!r} is not a positive size"
             if report.add("bad_image_entry", where(), detail) != FIX:

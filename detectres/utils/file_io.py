@@ -61,6 +61,12 @@ def file_mode() -> int:
     return 0o666 & ~_umask[0]
 
 
+def dir_mode() -> int:
+    """The mode a new folder gets under the process's umask (what ``os.makedirs`` gives)."""
+    file_mode()
+    return 0o777 & ~_umask[0]
+
+
 def temp_file(path: str, suffix: str = "") -> tuple[int, str]:
     """A temporary file beside ``path`` (same folder, so the final rename is atomic); a folder that cannot
     be written is one :class:`PermissionError` naming ``path``."""

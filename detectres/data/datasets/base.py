@@ -204,15 +204,22 @@ class DetectionDataset:
             raise ImageFileError("size_mismatch", self.image_path(image_id), size_mismatch_detail(image.shape, info))
         return image
 
+    def boxes_of(self, image_id: int) -> BoxTable:
+        """Every box of the image (crowd and flagged ones included), in file order."""
+        row = self._row_of[image_id]
+        return self.boxes.take(slice(self._box_start[row], self._box_end[row]))
+
+    def labels_of(self, boxes: BoxTable) -> np.ndarray:
+        """(G,) contiguous labels 0..K-1 of the boxes' categories."""
+        return np.searchsorted(self.label_to_category_id, boxes.category_ids).astype(np.int64)
+
     def annotations(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
         """(G, 4) XYXY training boxes and (G,) labels: crowd (and ``ignore_flag``) boxes left out."""
-        row = self._row_of[image_id]
-        boxes = self.boxes.take(slice(self._box_start[row], self._box_end[row]))
+        boxes = self.boxes_of(image_id)
         kept = ~self.ignored(boxes)
         xywh = boxes.boxes[kept]
         xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1).astype(np.float32)
-        labels = np.searchsorted(self.label_to_category_id, boxes.category_ids[kept]).astype(np.int64)
-        return xyxy.reshape(-1, 4), labels
+        return xyxy.reshape(-1, 4), self.labels_of(boxes)[kept]
 
 
 class FolderListing:
