@@ -245,3 +245,33 @@ def test_check_data_never_writes_its_report_over_the_annotations(tmp_path):
     assert open(ann).read() == before
     assert check_data(compose_config("check_data", [*data, f"output={tmp_path / 'report.json'}"])) == 0
     assert json.loads((tmp_path / "report.json").read_text())["train"]["usable_images"] == 4
+
+
+def test_check_data_draws_what_training_is_fed_and_a_mosaic(shapes_overrides, tmp_path):
+    """draw=N: N training samples after the training transforms (their multi-scale sizes, each box inside
+    its image), N validation images as they are, one mosaic per split; never into the image folder."""
+    from detectres.apps.check_data import check_data
+    from detectres.config.builder import build
+    from detectres.data.build import train_transforms
+
+    over = [*shapes_overrides, "draw=6", "scan=exists", f"runtime.output_dir={tmp_path / 'look'}"]
+    cfg = compose_config("check_data", over)
+    assert check_data(cfg) == 0
+    train = sorted((tmp_path / "look" / "train").iterdir())
+    val = sorted((tmp_path / "look" / "val").iterdir())
+    assert len(train) == 6 and len(val) == 6
+    sizes = {cv2.imread(str(p)).shape[0] for p in train}
+    assert sizes <= {160, 176, 192, 208, 224} and {cv2.imread(str(p)).shape[:2] for p in val} == {(128, 128)}
+    for split in ("train", "val"):
+        assert cv2.imread(str(tmp_path / "look" / f"{split}_mosaic.png")) is not None
+    # what was drawn is the sample training gets (sample i with seed i), boxes inside the image
+    records = build(cfg.data.train, "data.train")
+    sample = DetectionSamples(records=records, transforms=train_transforms(cfg.input))[(0, 0)]
+    h, w = sample["image"].shape[1:]
+    assert cv2.imread(str(train[0])).shape[:2] == (h, w)
+    boxes = sample["gt_boxes"]
+    assert len(boxes) and (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
+    image_dir = os.path.dirname(records.image_path(records.image_ids[0]))
+    with pytest.raises(ValueError, match="would put drawn samples into .*a folder of the train images"):
+        check_data(compose_config("check_data", [*over[:-1], f"runtime.output_dir={os.path.dirname(image_dir)}",
+                                                 "data.train.image_dir=" + image_dir]))

@@ -160,11 +160,13 @@ class CheckDataConfig:
     missing_ok = ("data.train", "data.val")
 
     data: Data
+    input: Input
     runtime: Runtime
     splits: Annotated[list[Literal["train", "val"]], NonEmpty()]
     scan: Literal[SCAN_LEVELS]  # type: ignore[valid-type]
     show: Annotated[int, Range(-1)]
     output: str | None
+    draw: Annotated[int, Range(0, 10000)]
 
     @staticmethod
     def cross_check(node: DictConfig, path: str) -> None:
