@@ -86,7 +86,7 @@ def evaluate_into(composed: DictConfig, cfg: DictConfig, weights, source: str, o
     loader = build_test_loader(dataset, num_workers=cfg.data.num_workers, rank=get_rank(), world_size=get_world_size(),
                                device=restored.model.device, mapper=mapper)
     results = evaluate_detector(model, loader, build_evaluator(cfg.data, records), output_dir,
-                                autocast=cfg.runtime.amp)
+                                autocast=cfg.runtime.amp, conf_thresh=cfg.eval.conf_thresh)
     if not is_main_process():
         return results
     write_eval_json(results, os.path.join(output_dir, "eval.json"))

@@ -38,6 +38,14 @@ class ChecksData:
 
 
 @dataclass
+class EvalSettings:
+    """What every evaluation reports beyond AP: the confusion matrix counts detections scoring ``conf_thresh``
+    or more."""
+
+    conf_thresh: Fraction
+
+
+@dataclass
 class TrainConfig:
     input: Input
     model: ModelNode
@@ -52,6 +60,7 @@ class TrainConfig:
     sync_bn: bool
     log_period: PositiveInt
     vis_images: NonNegativeInt
+    eval: EvalSettings
 
     @staticmethod
     def cross_check(node: DictConfig, path: str) -> None:
@@ -80,6 +89,7 @@ class EvalConfig(RestoresModel, ChecksData):
     test: Node
     ensemble: list[str]
     vis_images: NonNegativeInt
+    eval: EvalSettings
 
 
 @dataclass

@@ -73,7 +73,7 @@ def evaluation_hook(cfg: DictConfig, model, val_set, rank: int, world: int, writ
 
     def run_eval(iteration: int) -> dict:
         results = evaluate_detector(model, loader, build_evaluator(cfg.data, val_set.records), os.path.join(out, "inference"),
-                                    autocast=cfg.runtime.amp)
+                                    autocast=cfg.runtime.amp, conf_thresh=cfg.eval.conf_thresh)
         if rank == 0:
             write_eval_json(results, os.path.join(out, "eval.json"))
             print_summary(results)

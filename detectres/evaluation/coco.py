@@ -47,8 +47,8 @@ class COCOEvaluator:
         to_cat = self.dataset.label_to_category_id
         for x, out in zip(inputs, outputs):
             self.image_ids.append(int(x["image_id"]))
-            boxes = out["pred_boxes"].detach().cpu().float()
-            boxes[:, 2:] -= boxes[:, :2]  # XYXY -> XYWH
+            boxes = out["pred_boxes"].detach().cpu().float().clone()  # .float() of a float tensor is the tensor
+            boxes[:, 2:] -= boxes[:, :2]  # XYXY -> XYWH (on the copy: the outputs stay XYXY for what follows)
             for box, score, label in zip(boxes.tolist(), out["scores"].tolist(), out["pred_classes"].tolist()):
                 self.results.append({"image_id": int(x["image_id"]), "category_id": to_cat[int(label)],
                                      "bbox": [round(v, 3) for v in box], "score": round(float(score), 5)})

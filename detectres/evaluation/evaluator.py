@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from detectres.config.builder import build
 from detectres.data.datasets.base import DetectionDataset
+from detectres.evaluation.confusion import confusion_report
 from detectres.utils.amp import autocast_context
 from detectres.utils.comm import all_gather_objects, broadcast_object, is_main_process
 
@@ -44,13 +45,15 @@ def run_inference(model: torch.nn.Module, loader: Iterable, autocast: bool | str
 
 @torch.no_grad()
 def evaluate_detector(model: torch.nn.Module, loader: Iterable, evaluator, output_dir: str | None = None,
-                      autocast: bool | str = False) -> dict:
+                      autocast: bool | str = False, conf_thresh: float = 0.5) -> dict:
     """Run ``model.inference`` over ``loader`` and score it with ``evaluator`` (COCO or VOC).
 
     Under ``torch.distributed`` each rank runs its share of the data (see ``build_test_loader``);
     the outputs are gathered to rank 0, which scores them, and every rank returns the results.
     Items the dataset had to skip (an image that failed to load) are left out of the scoring and
-    counted in ``skipped_images``.
+    counted in ``skipped_images``. The results also hold ``confusion`` (the confusion matrix at IoU 0.5
+    among detections scoring ``conf_thresh`` or more, and precision / recall / F1 against the score
+    threshold: :mod:`detectres.evaluation.confusion`) and ``best_f1_threshold``.
     """
     was_training = model.training
     model.eval()
@@ -67,6 +70,9 @@ def evaluate_detector(model: torch.nn.Module, loader: Iterable, evaluator, outpu
         if skipped:
             logger.warning("%d image(s) failed to load and were left out of the evaluation", skipped)
         results = evaluator.evaluate(output_dir)
+        results["confusion"] = confusion_report(evaluator.dataset, [io for part, *_ in parts for io in part],
+                                                conf_thresh)
+        results["best_f1_threshold"] = results["confusion"]["thresholds"]["best"]
         # the model alone, data loading excluded; per rank when several share the work
         results["seconds_per_image"] = sum(p[1] for p in parts) / max(1, sum(p[2] for p in parts))
         results["skipped_images"] = skipped

@@ -3,7 +3,8 @@
 
 ``write_evaluation_plots(folder)`` draws from what an evaluation left in ``folder``: ``eval.json``
 (per-class AP), ``pr_curves.json`` (COCO precision at the 101 recall points, written with it by
-``report.write_eval_json``) and,
+``report.write_eval_json``), ``confusion_matrix.json`` (the confusion matrix and the precision / recall /
+F1 against the score threshold) and,
 for a training run, ``metrics.jsonl``. So any finished output folder can be drawn again
 (``detectres-plot FOLDER`` / ``python tools/plot_results.py FOLDER``).
 """
@@ -15,7 +16,7 @@ import os
 
 import numpy as np
 
-from detectres.utils.file_io import atomic_write, atomic_write_text
+from detectres.utils.file_io import atomic_write
 
 IOU_SETTINGS = ("0.5", "0.75", "0.5:0.95")
 LOSS_KEYS = ("total_loss", "loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc")
@@ -95,6 +96,40 @@ def plot_training(metrics_path: str, path: str):
     return save(fig, path)
 
 
+def plot_confusion(confusion: dict, path: str):
+    """The confusion matrix: colour by the share of each ground-truth row, the counts written in."""
+    names, matrix = confusion["classes"], np.asarray(confusion["matrix"], dtype=float)
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = max(4.5, 0.45 * len(names) + 2)
+    fig, ax = pyplot().subplots(figsize=(size + 1, size))
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    if len(names) <= 30:
+        for (r, c), n in np.ndenumerate(matrix):
+            if n:
+                ax.text(c, r, f"{int(n)}", ha="center", va="center", fontsize=7,
+                        color="white" if shares[r, c] > 0.5 else "black")
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set(xlabel="predicted", ylabel="ground truth",
+           title=f"Confusion at IoU {confusion['iou']}, score >= {confusion['conf_thresh']} (row shares)")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    return save(fig, path)
+
+
+def plot_pr_f1(thresholds: dict, path: str):
+    """Precision, recall and F1 of all classes against the score threshold, the best F1 marked."""
+    fig, ax = pyplot().subplots(figsize=(6, 4.5))
+    for key in ("precision", "recall", "f1"):
+        ax.plot(thresholds["thresholds"], thresholds[key], label=key, linewidth=2 if key == "f1" else 1)
+    best = thresholds["best"]
+    ax.axvline(best["threshold"], color="gray", linestyle="--", linewidth=1)
+    ax.set(xlabel="score threshold", xlim=(0, 1), ylim=(0, 1.02),
+           title=f"IoU 0.5: best F1 {best['f1']:.3f} at score >= {best['threshold']:.2f}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save(fig, path)
+
+
 def save(fig, path: str):
     """Render ``fig`` in memory, then write it atomically (a full disk names ``path``)."""
     fig.tight_layout()
@@ -116,6 +151,11 @@ def write_evaluation_plots(folder: str, tensorboard=None, step: int = 0) -> list
         figures["pr_curves_by_class"] = plot_pr_extremes(curves, per_class, os.path.join(folder, "pr_curves_by_class.png"))
     if per_class:
         figures["per_class_ap"] = plot_per_class_ap(per_class, os.path.join(folder, "per_class_ap.png"))
+    confusion_path = os.path.join(folder, "confusion_matrix.json")
+    if os.path.isfile(confusion_path):
+        confusion = read_json(confusion_path)
+        figures["confusion_matrix"] = plot_confusion(confusion, os.path.join(folder, "confusion_matrix.png"))
+        figures["pr_f1"] = plot_pr_f1(confusion["thresholds"], os.path.join(folder, "pr_f1.png"))
     metrics = os.path.join(folder, "metrics.jsonl")
     if os.path.isfile(metrics):
         figures["training_curves"] = plot_training(metrics, os.path.join(folder, "training_curves.png"))

@@ -15,15 +15,18 @@ from detectres.utils.visualizer import draw_detections
 
 def write_eval_json(results: dict, path: str) -> None:
     """Numbers in percent; undefined ones (e.g. APl with no large objects) become null, not NaN. The
-    precision-recall curves (COCO) go beside it, into ``pr_curves.json``."""
+    precision-recall curves (COCO) go beside it, into ``pr_curves.json``, and the confusion matrix with the
+    threshold curves into ``confusion_matrix.json``; ``best_f1_threshold`` stays in eval.json."""
     def clean(v):
         if isinstance(v, dict):
             return {k: clean(x) for k, x in v.items()}
         return None if isinstance(v, float) and math.isnan(v) else v
 
-    atomic_write_text(json.dumps(clean({k: v for k, v in results.items() if k != "curves"}), indent=2), path)
-    if results.get("curves"):
-        atomic_write_text(json.dumps(results["curves"]), os.path.join(os.path.dirname(path), "pr_curves.json"))
+    beside = {"curves": "pr_curves.json", "confusion": "confusion_matrix.json"}
+    atomic_write_text(json.dumps(clean({k: v for k, v in results.items() if k not in beside}), indent=2), path)
+    for key, name in beside.items():
+        if results.get(key):
+            atomic_write_text(json.dumps(results[key]), os.path.join(os.path.dirname(path), name))
 
 
 def print_summary(results: dict) -> None:
