@@ -99,6 +99,9 @@ class PredictConfig(RestoresModel):
     source: str | None
     score_thresh: Fraction
     max_images: NonNegativeInt
+    save: Literal["json", "csv", "coco", "none"]
+    draw: Annotated[int, Range(0, 10**9)] | Literal["all"]
+    batch_size: Annotated[int, Range(1, 1024)]
 
     @staticmethod
     def cross_check(node: DictConfig, path: str) -> None:
