@@ -266,7 +266,7 @@ def test_check_data_draws_what_training_is_fed_and_a_mosaic(shapes_overrides, tm
         assert cv2.imread(str(tmp_path / "look" / f"{split}_mosaic.png")) is not None
     # what was drawn is the sample training gets (sample i with seed i), boxes inside the image
     records = build(cfg.data.train, "data.train")
-    sample = DetectionSamples(records=records, transforms=train_transforms(cfg.input))[(0, 0)]
+    sample = DetectionSamples(records=records, transforms=train_transforms(cfg))[(0, 0)]
     h, w = sample["image"].shape[1:]
     assert cv2.imread(str(train[0])).shape[:2] == (h, w)
     boxes = sample["gt_boxes"]

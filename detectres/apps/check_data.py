@@ -38,7 +38,7 @@ def load_split(cfg: DictConfig, split: str) -> tuple[DataReport | None, Detectio
 def draw_samples(cfg: DictConfig, split: str, records: DetectionDataset, out_dir: str) -> list[str]:
     """The first ``cfg.draw`` samples of ``split`` drawn into ``out_dir/split/`` (training ones after the
     training transforms, sample i with seed i) and their mosaic as ``out_dir/split_mosaic.png``."""
-    samples = DetectionSamples(records=records, transforms=train_transforms(cfg.input) if split == "train" else None)
+    samples = DetectionSamples(records=records, transforms=train_transforms(cfg) if split == "train" else None)
     drawn, paths = [], []
     for i in range(min(cfg.draw, len(samples))):
         item = samples[(i, i)] if split == "train" else samples[i]

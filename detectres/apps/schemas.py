@@ -4,7 +4,7 @@ node); :func:`validate_tool_config` checks all of it before the tool does any wo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -38,6 +38,26 @@ class ChecksData:
 
 
 @dataclass
+class Augment:
+    """``augment``: albumentations transforms by name with their arguments, built here so an unknown transform
+    or argument is refused before any work (:func:`detectres.data.transforms.build_augment`)."""
+
+    steps: Annotated[list[Any], NonEmpty()]  # each a mapping: checked by cross_check
+    min_visibility: Fraction
+    min_size: Annotated[float, Range(0, 10000)]
+
+    @staticmethod
+    def cross_check(node: DictConfig, path: str) -> None:
+        from detectres.data.transforms import AugmentError, build_augment
+
+        try:
+            build_augment(OmegaConf.to_container(node.steps, resolve=True), min_visibility=node.min_visibility,
+                          min_size=node.min_size, where=f"{path}.steps")
+        except AugmentError as e:
+            raise ConfigError(str(e)) from None
+
+
+@dataclass
 class EvalSettings:
     """What every evaluation reports beyond AP: the confusion matrix counts detections scoring ``conf_thresh``
     or more."""
@@ -61,6 +81,7 @@ class TrainConfig:
     log_period: PositiveInt
     vis_images: NonNegativeInt
     eval: EvalSettings
+    augment: Augment
 
     @staticmethod
     def cross_check(node: DictConfig, path: str) -> None:
@@ -180,6 +201,7 @@ class CheckDataConfig:
     show: Annotated[int, Range(-1)]
     output: str | None
     draw: Annotated[int, Range(0, 10000)]
+    augment: Augment
 
     @staticmethod
     def cross_check(node: DictConfig, path: str) -> None:

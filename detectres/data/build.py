@@ -7,7 +7,9 @@ from omegaconf import DictConfig
 
 from detectres.config.builder import build
 from detectres.data.samples import DetectionSamples
-from detectres.data.transforms import build_transforms
+from omegaconf import OmegaConf
+
+from detectres.data.transforms import build_augment, build_transforms
 
 logger = logging.getLogger(__name__)
 
@@ -18,9 +20,10 @@ def prepare_data(data_cfg: DictConfig) -> None:
         build(data_cfg.generate, "data.generate")
 
 
-def train_transforms(input_cfg: DictConfig):
-    return build_transforms(short_edges=list(input_cfg.min_size_train), max_size=input_cfg.max_size_train,
-                            flip_prob=input_cfg.random_flip, interpolation=input_cfg.interpolation)
+def train_transforms(cfg: DictConfig):
+    """The training pipeline ``augment`` describes (``configs/augment/``: default = resize + flip)."""
+    steps = OmegaConf.to_container(cfg.augment.steps, resolve=True)
+    return build_augment(steps, min_visibility=cfg.augment.min_visibility, min_size=cfg.augment.min_size)
 
 
 def test_transforms(input_cfg: DictConfig):
@@ -40,7 +43,7 @@ def build_dataset(cfg: DictConfig, split: str, resize: bool = True) -> Detection
     if records.dropped_empty:
         logger.info("%s split: dropped %d image(s) without a usable box (data.%s.filter_empty=false keeps them)",
                     split, records.dropped_empty, split)
-    transforms = train_transforms(cfg.input) if split == "train" else test_transforms(cfg.input)
+    transforms = train_transforms(cfg) if split == "train" else test_transforms(cfg.input)
     return DetectionSamples(records=records, transforms=transforms if resize else None,
                             substitute_bad_images=split == "train")
 

@@ -5,6 +5,7 @@ leaves them unchanged and a flip mirrors them.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import albumentations as A
@@ -58,3 +59,54 @@ def apply_transforms(transforms: A.Compose, image: np.ndarray, boxes: np.ndarray
     out = transforms(image=image, bboxes=boxes.reshape(-1, 4), labels=labels)
     new_boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
     return out["image"], new_boxes, np.asarray(out["labels"], dtype=np.int64)
+
+
+# -- augmentations as config (configs/augment/) -----------------------------------------------------------
+OWN_TRANSFORMS = {"ResizeShortestEdge": ResizeShortestEdge}
+
+
+class AugmentError(ValueError):
+    """A transform in ``augment.steps`` that is unknown or takes no such argument; the message names it."""
+
+
+def transform_class(name: Any, where: str) -> type:
+    """The class a step's ``name`` picks: detectres' own (``ResizeShortestEdge``) or an albumentations
+    transform (any subclass of ``BasicTransform`` in the ``albumentations`` namespace); nothing else."""
+    cls = OWN_TRANSFORMS.get(name) if isinstance(name, str) else None
+    if cls is None and isinstance(name, str) and not name.startswith("_"):
+        candidate = getattr(A, name, None)
+        cls = candidate if isinstance(candidate, type) and issubclass(candidate, A.BasicTransform) else None
+    if cls is None:
+        raise AugmentError(f"{where}.name={name!r}: not an albumentations transform (nor ResizeShortestEdge)")
+    return cls
+
+
+def build_step(step: dict, where: str) -> A.BasicTransform:
+    """One transform from ``{name: ..., <argument>: <value>, ...}``; an unknown argument or a value the
+    transform refuses is an :class:`AugmentError` naming the key."""
+    if not isinstance(step, dict) or "name" not in step:
+        raise AugmentError(f"{where}: each step is a mapping with a name (an albumentations transform) and its arguments")
+    cls = transform_class(step["name"], where)
+    args = {k: v for k, v in step.items() if k != "name"}
+    accepted = inspect.signature(cls.__init__).parameters
+    for key in args:
+        if key not in accepted or key == "self":
+            raise AugmentError(f"{where}.{key}: not an argument of {step['name']} "
+                               f"(it takes {', '.join(k for k in accepted if k not in ('self', 'args', 'kwargs'))})")
+    try:
+        return cls(**args)
+    except Exception as e:  # albumentations validates its arguments (pydantic): say which step
+        reason = " ".join(str(e).split())
+        raise AugmentError(f"{where}: {step['name']}({', '.join(f'{k}={v!r}' for k, v in args.items())}) is refused: "
+                           f"{reason[:300]}") from None
+
+
+def build_augment(steps: list[dict], *, min_visibility: float = 0.0, min_size: float = 1.0,
+                  where: str = "augment.steps") -> A.Compose:
+    """The training pipeline of ``augment.steps``. Boxes (XYXY) are clipped to the image after every
+    transform; a box is dropped when less than ``min_visibility`` of its area stays in the image or when
+    it is narrower or lower than ``min_size`` pixels (so the count never grows and every box is inside)."""
+    transforms = [build_step(step, f"{where}.{i}") for i, step in enumerate(steps)]
+    return A.Compose(transforms, bbox_params=A.BboxParams(
+        format="pascal_voc", label_fields=["labels"], min_visibility=min_visibility, min_width=min_size,
+        min_height=min_size, clip=True), seed=None)
