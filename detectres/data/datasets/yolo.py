@@ -8,7 +8,8 @@ A split entry is relative to ``path`` (itself relative to ROOT when not absolute
 file names one image per line, relative to the list file's folder. An image's label file is its path with
 the last ``/images/`` replaced by ``/labels/`` and the suffix by ``.txt``; an image without one has no
 objects. A line of more than five numbers is a polygon (Ultralytics' segment format): its bounding box is
-used. Class ids are 0-based; category ``k`` becomes COCO category id ``k + 1``.
+used. Pixel coordinates are rounded to 1e-3 px. Class ids are 0-based; category ``k`` becomes COCO
+category id ``k + 1``.
 
 Problems stay in the records for the checks to report and apply their policies: a class id outside
 ``names`` is ``unknown_category``, a line that is not numbers (or not 5, or an odd count) is
@@ -113,7 +114,9 @@ def parse_label_line(text: str, width: int, height: int) -> tuple[Any, Any]:
         x1, y1, x2, y2 = min(xs), min(ys), max(xs), max(ys)
     else:
         return cls, None
-    return cls, [x1 * width, y1 * height, (x2 - x1) * width, (y2 - y1) * height]
+    # to 1e-3 px: what 6 decimals carry on images up to 1000 px, so boxes annotated in whole, half or hundredth
+    # pixels come back exactly from a YOLO copy (the same records, so the same training)
+    return cls, [round(v, 3) for v in (x1 * width, y1 * height, (x2 - x1) * width, (y2 - y1) * height)]
 
 
 def image_annotations(label_file: str, image_id: int, width: int, height: int, num_classes: int,
