@@ -145,7 +145,7 @@ def yolo_records(root: str, split: str) -> tuple[dict, str]:
     images, annotations = [], []
     for image_id, path in enumerate(tqdm(paths, desc=f"reading YOLO labels ({split})", unit="img", leave=False,
                                          disable=len(paths) < 500, dynamic_ncols=True), start=1):
-        image = {"id": image_id, "file_name": os.path.relpath(path, image_root)}
+        image = {"id": image_id, "file_name": os.path.relpath(path, image_root), "source": f"{path} (image id {image_id})"}
         images.append(image)
         try:
             image["height"], image["width"] = image_file_size(path)
