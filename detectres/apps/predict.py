@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from detectres.apps.demo.sources import ImageFolderSource, VideoFileSource, open_source
+from detectres.evaluation.coco import coco_results
 from detectres.predictor import Detector
 from detectres.utils.env import set_threads
 from detectres.utils.file_io import atomic_write_text
@@ -39,12 +40,8 @@ def validation_image_folder(val_cfg: DictConfig) -> str:
 
 
 def draw_count(draw: str | int) -> int | None:
-    """``draw`` as a number of images (None: all)."""
-    if str(draw) == "all":
-        return None
-    if not str(draw).isdigit():
-        raise ValueError(f"draw={draw}: a number of images, or all")
-    return int(draw)
+    """``draw`` (checked by the schema: a count or "all") as a number of images (None: all)."""
+    return None if draw == "all" else int(draw)
 
 
 def frames(source, max_images: int) -> Iterator[tuple[str, int | None, np.ndarray | None]]:
@@ -91,13 +88,6 @@ def coco_ids(detector: Detector, source: str) -> tuple[dict[str, int], list[int]
     return ids, records.label_to_category_id
 
 
-def coco_results(image_id: int, prediction: dict, categories: list[int]) -> list[dict]:
-    return [{"image_id": image_id, "category_id": categories[int(label)],
-             "bbox": [round(float(x1), 3), round(float(y1), 3), round(float(x2 - x1), 3), round(float(y2 - y1), 3)],
-             "score": round(float(score), 5)}
-            for (x1, y1, x2, y2), score, label in zip(prediction["boxes"], prediction["scores"], prediction["labels"])]
-
-
 def drawn_path(output_dir: str, file: str, frame: int | None) -> str:
     if frame is None:
         return os.path.join(output_dir, os.path.basename(file))  # names and formats kept
@@ -120,7 +110,8 @@ class Outputs:
         if self.cfg.save in ("json", "csv"):
             self.records.append(record(file, frame, image, prediction, thresh, names))
         elif self.cfg.save == "coco":
-            self.coco += coco_results(self.ids[os.path.realpath(file)], prediction, self.categories)
+            self.coco += coco_results(self.ids[os.path.realpath(file)], prediction["boxes"].tolist(),
+                                      prediction["scores"].tolist(), prediction["labels"].tolist(), self.categories)
         if self.draw_left is None or len(self.drawn) < self.draw_left:
             path = drawn_path(self.output_dir, file, frame)
             self.drawn.append(write_image(path, self.detector.draw(image, prediction, thresh)))

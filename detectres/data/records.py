@@ -157,6 +157,10 @@ class BoxTable:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def xyxy(self) -> np.ndarray:
+        """(N, 4) ``[x1, y1, x2, y2]`` of the ``[x, y, w, h]`` boxes (float64)."""
+        return np.concatenate([self.boxes[:, :2], self.boxes[:, :2] + self.boxes[:, 2:]], axis=1).reshape(-1, 4)
+
     def take(self, rows: np.ndarray) -> "BoxTable":
         """The rows ``rows`` (indices or a boolean mask), in that order."""
         return BoxTable(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[rows]

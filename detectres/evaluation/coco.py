@@ -44,14 +44,11 @@ class COCOEvaluator:
         self.image_ids: list[int] = []
 
     def process(self, inputs: list[dict], outputs: list[dict[str, torch.Tensor]]) -> None:
-        to_cat = self.dataset.label_to_category_id
         for x, out in zip(inputs, outputs):
             self.image_ids.append(int(x["image_id"]))
-            boxes = out["pred_boxes"].detach().cpu().float().clone()  # .float() of a float tensor is the tensor
-            boxes[:, 2:] -= boxes[:, :2]  # XYXY -> XYWH (on the copy: the outputs stay XYXY for what follows)
-            for box, score, label in zip(boxes.tolist(), out["scores"].tolist(), out["pred_classes"].tolist()):
-                self.results.append({"image_id": int(x["image_id"]), "category_id": to_cat[int(label)],
-                                     "bbox": [round(v, 3) for v in box], "score": round(float(score), 5)})
+            self.results += coco_results(int(x["image_id"]), out["pred_boxes"].detach().cpu().float().tolist(),
+                                         out["scores"].tolist(), out["pred_classes"].tolist(),
+                                         self.dataset.label_to_category_id)
 
     def evaluate(self, output_dir: str | None = None) -> dict:
         """Run COCOeval; print the tables; write ``coco_instances_results.json`` to ``output_dir``.
@@ -71,6 +68,17 @@ class COCOEvaluator:
         stats["curves"] = pr_curves(coco_eval, self.dataset.class_names)
         print(format_per_class_table(stats["per_class"]))
         return stats
+
+
+def coco_results(image_id: int, boxes, scores, labels, label_to_category_id: list[int]) -> list[dict]:
+    """COCO result dicts of one image's detections: XYXY ``boxes`` become ``[x, y, w, h]`` (3 decimals),
+    labels their category ids (what the evaluator and ``predict.py save=coco`` write)."""
+    out = []
+    for box, score, label in zip(boxes, scores, labels):
+        x1, y1, x2, y2 = np.asarray(box, np.float32)  # the width and height in float32, as the model's boxes
+        out.append({"image_id": image_id, "category_id": label_to_category_id[int(label)],
+                    "bbox": [round(float(v), 3) for v in (x1, y1, x2 - x1, y2 - y1)], "score": round(float(score), 5)})
+    return out
 
 
 def score_boxes(gt: PyCOCO, results: list[dict], image_ids: list[int], backend: str) -> tuple[object, str]:

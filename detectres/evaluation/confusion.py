@@ -28,8 +28,7 @@ def gather(records, inputs_outputs) -> list[tuple]:
     for inputs, outputs in inputs_outputs:
         for x, out in zip(inputs, outputs):
             boxes = records.boxes_of(int(x["image_id"]))
-            xyxy = np.concatenate([boxes.boxes[:, :2], boxes.boxes[:, :2] + boxes.boxes[:, 2:]], axis=1)
-            images.append((xyxy.reshape(-1, 4), records.labels_of(boxes), records.ignored(boxes),
+            images.append((boxes.xyxy(), records.labels_of(boxes), records.ignored(boxes),
                            out["pred_boxes"].float().numpy().reshape(-1, 4), out["scores"].float().numpy(),
                            out["pred_classes"].numpy()))
     return images

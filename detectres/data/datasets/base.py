@@ -217,9 +217,7 @@ class DetectionDataset:
         """(G, 4) XYXY training boxes and (G,) labels: crowd (and ``ignore_flag``) boxes left out."""
         boxes = self.boxes_of(image_id)
         kept = ~self.ignored(boxes)
-        xywh = boxes.boxes[kept]
-        xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1).astype(np.float32)
-        return xyxy.reshape(-1, 4), self.labels_of(boxes)[kept]
+        return boxes.xyxy()[kept].astype(np.float32), self.labels_of(boxes)[kept]
 
 
 class FolderListing:
