@@ -97,6 +97,9 @@ def test_bad_yolo_data_is_reported_by_the_checks_and_their_policies(tmp_path):
     (root / "data.yaml").write_text("names: {0: cat, 2: dog}\ntrain: images/train\nval: images/val\n")
     with pytest.raises(ValueError, match=r"data.yaml: names ids \[0, 2\] are not 0..1"):
         YOLODataset(root=str(root), split="train")
+    (root / "data.yaml").write_text("names: " + "[" * 20000 + "]" * 20000 + "\ntrain: images/train\n")
+    with pytest.raises(ValueError, match=r"data.yaml: nested too deeply to be a YOLO data.yaml"):
+        YOLODataset(root=str(root), split="train")
 
 
 def test_coco_to_yolo_to_coco_gives_the_same_boxes_and_classes_back(tiny_shapes, tmp_path):

@@ -46,6 +46,8 @@ def read_data_yaml(root: str) -> dict:
             spec = yaml.safe_load(f)
     except yaml.YAMLError as e:
         raise YOLOFormatError(f"{path}: not YAML ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise YOLOFormatError(f"{path}: nested too deeply to be a YOLO data.yaml") from None
     if not isinstance(spec, dict):
         raise YOLOFormatError(f"{path}: expected a mapping with names, train and val")
     spec["names"] = class_names_of(spec.get("names"), path)
