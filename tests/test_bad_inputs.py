@@ -69,7 +69,12 @@ BAD_VALUES = [
     ("solver.max_iter=abc", "solver.max_iter='abc': must be an integer >= 1"),
     ("solver.optimizer.base_lr=nan", "solver.optimizer.base_lr=nan: must be a number > 0"),
     ("solver.lr_scheduler.steps=[2,1]", "solver.lr_scheduler.steps=[2, 1]: must be an increasing list"),
-    ("solver.lr_scheduler.steps=[5]", "solver.lr_scheduler.steps=[5]: every step must be below solver.max_iter=2"),
+    ("solver.lr_scheduler.steps=[1.5]", "solver.lr_scheduler.steps=[1.5]: must be an increasing list of integers >= 0 or "
+     "numbers in [0, 1)"),
+    ("solver.epochs=3", "solver.max_iter=2, solver.epochs=3: set exactly one"),
+    ("solver.accumulate=3", "solver.accumulate=3: must divide solver.ims_per_batch=2"),
+    ("solver.patience=2", "solver.patience=2: early stopping counts evaluations, so it needs periodic evaluation"),
+    ("runtime.loggers=[mlfow]", "runtime.loggers=['mlfow']: must be a list of"),
     ("model.roi_heads.score_thresh=1.5", "model.roi_heads.score_thresh=1.5: must be a number in [0, 1]"),
     ("model.backbone.depth=42", "model.backbone.depth=42: must be one of 18, 34, 50, 101, 152"),
     ("input.min_size_test=0", "input.min_size_test=0: must be an integer in [1, 8192]"),

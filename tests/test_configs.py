@@ -10,6 +10,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
+from detectres.apps.schemas import validate_tool_config
 from detectres.config import CONFIG_DIR, carry_overrides, compose_config
 from detectres.data.build import build_dataset
 from detectres.engine.solver import WarmupMultiStepLR
@@ -44,22 +45,43 @@ def test_the_input_group_follows_the_model_and_the_command_line():
     assert compose_config("eval", ["model=r101_c4", "input.min_size_test=600"]).input.min_size_test == 600
 
 
+DETECTRON2_STEPS = {"coco_1x": [60000, 80000], "coco_3x": [210000, 250000], "voc": [12000, 16000],
+                    "quickstart": [750, 900]}
+
+
 @pytest.mark.parametrize("solver", group_options("solver"))
 def test_every_solver_config_builds_its_optimizer_and_schedule(solver):
+    """The schedules' steps are fractions of the run; at the shipped lengths they are Detectron2's iterations."""
     import torch
 
     s = compose_config("train", [f"solver={solver}"]).solver
-    for key in ("max_iter", "ims_per_batch", "checkpoint_period", "eval_period", "clip_grad_norm"):
+    for key in ("max_iter", "epochs", "ims_per_batch", "checkpoint_period", "eval_period", "clip_grad_norm", "ema"):
         assert key in s
-    steps = list(s.lr_scheduler.steps)
-    assert steps == sorted(steps) and steps[-1] < s.max_iter
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     optimizer = instantiate(s.optimizer)(model)
-    scheduler = instantiate(s.lr_scheduler)(optimizer)
-    assert isinstance(scheduler, WarmupMultiStepLR) and scheduler.steps == steps
+    scheduler = instantiate(s.lr_scheduler)(optimizer, max_iter=s.max_iter)
+    assert isinstance(scheduler, WarmupMultiStepLR) and scheduler.steps == DETECTRON2_STEPS[solver]
     assert optimizer.param_groups[0]["initial_lr"] == s.optimizer.base_lr
     assert [g["weight_decay"] for g in optimizer.param_groups] == [s.optimizer.weight_decay,
                                                                     s.optimizer.weight_decay_norm]
+
+
+@pytest.mark.parametrize("schedule", group_options("solver/lr_scheduler"))
+def test_every_lr_schedule_warms_up_then_decays_over_the_run(schedule):
+    import torch
+
+    cfg = compose_config("train", [f"solver/lr_scheduler={schedule}", "solver.max_iter=100",
+                                   "solver.lr_scheduler.warmup_iters=10"])
+    validate_tool_config("train", cfg)
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+    scheduler = instantiate(cfg.solver.lr_scheduler)(optimizer, max_iter=100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(0.001) and 0.85 < lrs[10] <= 1.0 and max(lrs) == lrs[10]
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 0.05
 
 
 def test_every_data_config_composes_and_instantiates(shapes_overrides, tmp_path):
@@ -103,7 +125,7 @@ def test_top_level_configs_compose_with_one_hydra_settings_group():
         assert "\nhydra:" not in text and ("- hydra: train" if name == "train" else "- hydra: tool") in text
         if name != "check_data":  # every tool that runs a model takes its runtime from one node
             assert set(cfg.runtime) == {"output_dir", "device", "num_threads", "amp", "deterministic",
-                                        "dist_timeout_s"}
+                                        "dist_timeout_s", "loggers"}
 
 
 def test_unknown_key_fails_with_hydra_error():

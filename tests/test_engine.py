@@ -44,7 +44,7 @@ def test_checkpointer_restores_optimizer_scheduler_and_rng(tmp_path):
     def make():
         model = torch.nn.Linear(3, 2)
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        sched = WarmupMultiStepLR(opt, steps=[3], warmup_iters=2, warmup_factor=0.1)
+        sched = WarmupMultiStepLR(opt, max_iter=10, steps=[3], warmup_iters=2, warmup_factor=0.1)
         return model, opt, sched
 
     model, opt, sched = make()

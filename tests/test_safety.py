@@ -190,8 +190,9 @@ def test_the_project_own_configs_pass_and_a_good_checkpoint_restores(good):
     det = Detector.from_checkpoint(str(folder / "model_final.pth"), device="cpu")
     assert det.class_names == ["circle", "rectangle", "triangle"]
     # the allowlist is what the project's YAML names (read here line by line, there with a YAML parser): the
-    # 22 constructors the hand-kept list held plus YOLODataset (configs/data/yolo.yaml), the file-writing one
-    # only at its place, and nothing outside detectres
+    # 22 constructors the hand-kept list held plus YOLODataset (configs/data/yolo.yaml) and the cosine and
+    # linear LR schedules (configs/solver/lr_scheduler/), the file-writing one only at its place, and nothing
+    # outside detectres
     from detectres.config.targets import DECLARED_TARGETS, PLACED_TARGETS, target_allowed
 
     targets = set()
@@ -199,8 +200,9 @@ def test_the_project_own_configs_pass_and_a_good_checkpoint_restores(good):
         for f in files:
             targets.update(line.split(":", 1)[1].strip() for line in open(os.path.join(root, f))
                            if line.strip().startswith("_target_:"))
-    assert targets == DECLARED_TARGETS | set(PLACED_TARGETS) and len(DECLARED_TARGETS) == 23
+    assert targets == DECLARED_TARGETS | set(PLACED_TARGETS) and len(DECLARED_TARGETS) == 25
     assert "detectres.data.datasets.yolo.YOLODataset" in DECLARED_TARGETS
+    assert {"detectres.engine.solver.WarmupCosineLR", "detectres.engine.solver.WarmupLinearLR"} <= DECLARED_TARGETS
     assert not set(PLACED_TARGETS) & DECLARED_TARGETS and all(t.startswith("detectres.") for t in DECLARED_TARGETS)
     writer = next(iter(PLACED_TARGETS))
     assert target_allowed(writer, PLACED_TARGETS[writer]) and not target_allowed(writer, "model.backbone")

@@ -35,7 +35,7 @@ def test_the_chain_is_followed_to_the_first_constructor_without_kwargs():
     hints, signature = accepted_parameters(OpenHead)
     assert "gain" in signature.parameters and "nms_thresh" in signature.parameters
     assert "kwargs" not in signature.parameters and "rest" not in signature.parameters  # closed by ROIHeads
-    assert str(hints["nms_thresh"]).endswith("Range(lo=0, hi=1, lo_open=False)]")
+    assert str(hints["nms_thresh"]).endswith("Range(lo=0, hi=1, lo_open=False, hi_open=False)]")
     for head in (Res5ROIHeads, FPNROIHeads):  # the heads declare only their own arguments
         own = set(head.__init__.__code__.co_varnames[: head.__init__.__code__.co_kwonlyargcount + 1])
         assert not own & {"nms_thresh", "score_thresh", "batch_size_per_image"}, head

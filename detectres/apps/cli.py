@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from detectres.apps.schemas import validate_tool_config
 from detectres.config import CONFIG_DIR, compose_config, task_overrides
+from detectres.config.overrides import run_length_overrides
 from detectres.config.targets import targets_in, trust_composed
 from detectres.weights.restore import choice_overrides
 from detectres.utils.file_io import disk_full_cause
@@ -124,6 +125,8 @@ def start_tool(config_name: str, app: Callable[[DictConfig, list[str]], Any], ga
     checkpoint = next((a.split("=", 1)[1] for a in args if a.startswith("checkpoint=")), None)
     if checkpoint and not any(a.startswith("-") for a in args):  # compose the checkpoint's own config files
         args = sys.argv[1:] = [*choice_overrides(checkpoint, args), *args]
+    if config_name == "train" and not any(a.startswith("-") for a in args):
+        args = sys.argv[1:] = run_length_overrides(args)
     if not any(a.startswith("-") for a in args):  # --help, --cfg job, -m: Hydra's own flags
         try:
             cfg = compose_config(config_name, args)

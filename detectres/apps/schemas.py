@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 
+from detectres.utils.tracking import missing_tracker
 from detectres.config.constraints import Fraction, NonEmpty, NonNegativeInt, PositiveInt, Range
 from detectres.config.schema import ConfigError, Data, Input, ModelNode, Node, Runtime, Solver
 from detectres.config.validation import require_complete, validate
@@ -89,9 +90,13 @@ class TrainConfig:
         if node.runtime.output_dir is None:
             raise ConfigError("runtime.output_dir=null: training needs a folder to write its checkpoints into")
         world = env_world_size()
-        if node.solver.ims_per_batch % world:
+        missing = missing_tracker(list(node.runtime.loggers))
+        if missing:
+            raise ConfigError(missing)
+        parts = world * node.solver.accumulate
+        if node.solver.ims_per_batch % parts:
             raise ConfigError(f"solver.ims_per_batch={node.solver.ims_per_batch}: the total over all processes must "
-                              f"be divisible by their number, {world}")
+                              f"be divisible by their number, {world}, times solver.accumulate={node.solver.accumulate}")
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -15,7 +16,11 @@ from detectres.config import build, checkpoint_config
 from detectres.data.build import build_datasets
 from detectres.data.loader import SkippedImageCounter, build_test_loader, build_train_loader
 from detectres.engine.checkpoint import Checkpointer
-from detectres.engine.hooks import LRScheduler, PeriodicCheckpointer, PeriodicEval, ProgressLogger
+from detectres.engine.ema import ModelEMA
+from detectres.engine.hooks import (
+    BestModel, LRScheduler, PeriodicCheckpointer, PeriodicEval, ProgressLogger, headline_metric,
+)
+from detectres.engine.solver import WarmupCosineLR, WarmupLinearLR, WarmupMultiStepLR
 from detectres.engine.memory import check_batch_memory, smallest_image_pixels
 from detectres.engine.trainer import Trainer, wrap_distributed
 from detectres.evaluation.evaluator import build_evaluator, evaluate_detector
@@ -26,6 +31,8 @@ from detectres.utils.comm import init_distributed, shutdown_distributed
 from detectres.utils.env import configure_determinism, seed_everything, set_threads
 from detectres.utils.events import MetricsWriter
 from detectres.utils.file_io import atomic_write_text
+from detectres.utils.logfile import printed_lines_logged
+from detectres.utils.tracking import start_trackers
 from detectres.utils.run_lock import RankZeroLock
 from detectres.weights.restore import restore_model
 
@@ -64,9 +71,10 @@ def check_output_folder(cfg: DictConfig) -> None:
                              f"to continue it, overwrite=true to {verb}, or choose another runtime.output_dir")
 
 
-def evaluation_hook(cfg: DictConfig, model, val_set, rank: int, world: int, writer: MetricsWriter) -> PeriodicEval:
-    """Evaluation on the validation split every ``solver.eval_period`` iterations and at the end;
-    rank 0 writes ``eval.json`` and prints the summary."""
+def evaluation_hook(cfg: DictConfig, model, val_set, rank: int, world: int, writer: MetricsWriter, period: int,
+                    best: BestModel | None) -> PeriodicEval:
+    """Evaluation of ``model`` (the EMA of the weights when kept) on the validation split every ``period``
+    iterations and at the end; rank 0 writes ``eval.json`` and the plots and prints the summary."""
     out = cfg.runtime.output_dir
     loader = build_test_loader(val_set, num_workers=cfg.data.num_workers, rank=rank, world_size=world,
                                device=model.device)
@@ -77,13 +85,64 @@ def evaluation_hook(cfg: DictConfig, model, val_set, rank: int, world: int, writ
         if rank == 0:
             write_eval_json(results, os.path.join(out, "eval.json"))
             print_summary(results)
-            write_evaluation_plots(out, tensorboard=writer.tb, step=iteration)
+            plots = write_evaluation_plots(out, tensorboard=writer.tb, step=iteration)
+            writer.log_artifacts([os.path.join(out, "eval.json"), *plots])
         return results
 
-    return PeriodicEval(run_eval, cfg.solver.eval_period, writer)
+    return PeriodicEval(run_eval, period, writer, best)
+
+
+@dataclass
+class RunLength:
+    """The run in optimizer steps: ``max_iter`` and the periods, from ``solver.max_iter`` or from
+    ``solver.epochs`` (an epoch is ``ceil(training images / ims_per_batch)`` steps; the periods count epochs)."""
+
+    max_iter: int
+    checkpoint_period: int
+    eval_period: int
+    per_epoch: int | None = None
+
+    @classmethod
+    def of(cls, solver: DictConfig, images: int) -> "RunLength":
+        if solver.epochs is None:
+            return cls(solver.max_iter, solver.checkpoint_period, solver.eval_period)
+        per_epoch = -(-images // solver.ims_per_batch)
+        return cls(solver.epochs * per_epoch, solver.checkpoint_period * per_epoch, solver.eval_period * per_epoch,
+                   per_epoch)
+
+    def describe(self, solver: DictConfig, images: int, scheduler) -> str:
+        how = (f"solver.epochs={solver.epochs}: {images} training images at {solver.ims_per_batch} per step = "
+               f"{self.per_epoch} steps per epoch, so {self.max_iter} steps" if self.per_epoch else
+               f"{self.max_iter} steps ({self.max_iter * solver.ims_per_batch / max(1, images):.1f} epochs of "
+               f"{images} training images)")
+        return f"{how}; {describe_schedule(scheduler)}; {self.describe_periods()}"
+
+    def describe_periods(self) -> str:
+        unit = f" ({{}} epochs)" if self.per_epoch else "{}"
+        def every(period: int, what: str) -> str:
+            if not period:
+                return f"{what} at the end"
+            extra = unit.format(period // self.per_epoch) if self.per_epoch else ""
+            late = " - longer than the run: only at the end" if period >= self.max_iter else ""
+            return f"{what} every {period} steps{extra}{late}"
+        return f"{every(self.eval_period, 'evaluation')}, {every(self.checkpoint_period, 'checkpoints')}"
+
+
+def describe_schedule(scheduler) -> str:
+    warmup = f"warmup {scheduler.warmup_iters} steps"
+    if isinstance(scheduler, WarmupMultiStepLR):
+        at = ", ".join(map(str, scheduler.steps)) or "no step"
+        return f"LR: {warmup}, x{scheduler.gamma:g} at step {at}"
+    kind = {WarmupCosineLR: "cosine", WarmupLinearLR: "linear"}.get(type(scheduler), type(scheduler).__name__)
+    return f"LR: {warmup}, {kind} decay to x{getattr(scheduler, 'final_factor', 0):g} at step {scheduler.max_iter}"
 
 
 def train_process(cfg: DictConfig, rank: int, world: int) -> dict:
+    with printed_lines_logged():
+        return run_training(cfg, rank, world)
+
+
+def run_training(cfg: DictConfig, rank: int, world: int) -> dict:
     if rank > 0:
         logging.getLogger().setLevel(logging.WARNING)  # one copy of the log
     s, out = cfg.solver, cfg.runtime.output_dir
@@ -92,45 +151,69 @@ def train_process(cfg: DictConfig, rank: int, world: int) -> dict:
     threads = set_threads(cfg.runtime.num_threads, cfg.data.num_workers)
     train_set, val_set = build_datasets(cfg)
     model = restore_model(cfg, class_names=train_set.records.class_names, strict=cfg.strict_weights).model
-    check_batch_memory(model, ims_per_batch=s.ims_per_batch, world=world, amp=cfg.runtime.amp,
+    check_batch_memory(model, ims_per_batch=s.ims_per_batch // s.accumulate, world=world, amp=cfg.runtime.amp,
                        min_pixels=smallest_image_pixels(cfg.input.min_size_train, cfg.input.max_size_train,
                                                         train_set.records.aspect_ratios))
+    length = RunLength.of(s, len(train_set))
     optimizer = build(s.optimizer, "solver.optimizer")(model)
-    scheduler = build(s.lr_scheduler, "solver.lr_scheduler")(optimizer)
+    scheduler = build(s.lr_scheduler, "solver.lr_scheduler")(optimizer, max_iter=length.max_iter)
     scaler = grad_scaler(cfg.runtime.amp, model.device.type)
+    ema = ModelEMA(model, decay=s.ema.decay, tau=s.ema.tau) if s.ema.decay > 0 else None
     record = {"config": checkpoint_config(cfg), "class_names": train_set.records.class_names,
               "data_identity": train_set.records.identity()}
     checkpointer = Checkpointer(out, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, extra=record)
+    best = BestModel(checkpointer, metric=s.best_metric, patience=s.patience) if length.eval_period else None
+    checkpointer.stateful.update({k: v for k, v in (("ema", ema), ("best", best)) if v is not None})
     start_iter = checkpointer.resume(allow_changes=cfg.allow_resume_changes) if cfg.resume else 0
-    if start_iter >= s.max_iter:
-        raise ValueError(f"resume=true: {checkpointer.last_checkpoint()} is at iteration {start_iter - 1} and "
-                         f"solver.max_iter={s.max_iter}: nothing left to train (raise solver.max_iter to train longer); "
-                         f"{out} is left as it was")
+    if start_iter >= length.max_iter:
+        raise ValueError(f"resume=true: {checkpointer.last_checkpoint()} is at iteration {start_iter - 1} and the run "
+                         f"is {length.max_iter} steps long: nothing left to train (raise solver.max_iter or "
+                         f"solver.epochs to train longer); {out} is left as it was")
     if rank == 0:  # after a refused resume, config.yaml still describes the checkpoints beside it
         atomic_write_text(OmegaConf.to_yaml(record["config"]), os.path.join(out, "config.yaml"))
     if start_iter:
         logger.info("resuming from %s at iteration %d", checkpointer.last_checkpoint(), start_iter)
-    writer = MetricsWriter(out, enabled=rank == 0)
-    evaluator = evaluation_hook(cfg, model, val_set, rank, world, writer)
-    hooks = [LRScheduler(scheduler), PeriodicCheckpointer(checkpointer, s.checkpoint_period), evaluator]
+    trackers = start_trackers(list(cfg.runtime.loggers), output_dir=out, run_name=os.path.basename(os.path.abspath(out)),
+                              config=record["config"], resume=bool(cfg.resume)) if rank == 0 else []
+    writer = MetricsWriter(out, tensorboard="tensorboard" in cfg.runtime.loggers, enabled=rank == 0, trackers=trackers)
+    evaluator = evaluation_hook(cfg, ema.model if ema else model, val_set, rank, world, writer, length.eval_period, best)
+    hooks = [LRScheduler(scheduler), PeriodicCheckpointer(checkpointer, length.checkpoint_period), evaluator]
     if rank == 0:
-        hooks.append(ProgressLogger(writer, period=cfg.log_period))
-    logger.info("training on %s (%d threads%s) for %d iterations, %d images per batch, precision %s; output in %s",
-                model.device.type, threads, f", {world} processes" if world > 1 else "", s.max_iter, s.ims_per_batch,
-                precision_name(cfg.runtime.amp, model.device.type), out)
+        hooks.append(ProgressLogger(writer, period=cfg.log_period, device=model.device))
+    logger.info("training on %s (%d threads%s), %d images per step%s, precision %s%s; output in %s",
+                model.device.type, threads, f", {world} processes" if world > 1 else "", s.ims_per_batch,
+                f" in {s.accumulate} micro-batches" if s.accumulate > 1 else "",
+                precision_name(cfg.runtime.amp, model.device.type),
+                f", EMA of the weights (decay {s.ema.decay:g}, tau {s.ema.tau:g})" if ema else "", out)
+    logger.info("%s", length.describe(s, len(train_set), scheduler))
     if model.device.type == "cpu":
         logger.info("%s", describe_cpu())
     batches = SkippedImageCounter(build_train_loader(train_set, batch_size=s.ims_per_batch, seed=cfg.seed,
                                                      num_workers=cfg.data.num_workers, rank=rank, world_size=world,
                                                      start_iter=start_iter, device=model.device))
     trainer = Trainer(model=wrap_distributed(model, cfg.sync_bn), optimizer=optimizer, data_loader=batches,
-                      max_iter=s.max_iter, hooks=hooks, amp=cfg.runtime.amp, clip_grad_norm=s.clip_grad_norm,
-                      max_nonfinite_steps=s.max_nonfinite_steps, scaler=scaler)
+                      max_iter=length.max_iter, hooks=hooks, amp=cfg.runtime.amp, clip_grad_norm=s.clip_grad_norm,
+                      max_nonfinite_steps=s.max_nonfinite_steps, scaler=scaler, accumulate=s.accumulate, ema=ema)
+    failed = True
     try:
         trainer.train(start_iter)
+        failed = False
     finally:
+        final = os.path.join(out, "model_final.pth")
+        writer.finish(final_checkpoint=final if not failed else None, failed=failed)
         writer.close()
         batches.report()
     if cfg.vis_images and rank == 0:
-        draw_dataset_predictions(model, val_set, os.path.join(out, "vis"), cfg.vis_images)
-    return evaluator.last_results or {}
+        draw_dataset_predictions(ema.model if ema else model, val_set, os.path.join(out, "vis"), cfg.vis_images)
+    results = evaluator.last_results or {}
+    logger.info("%s", final_line(trainer, results, best, final))
+    return results
+
+
+def final_line(trainer: Trainer, results: dict, best: BestModel | None, final: str) -> str:
+    how = (f"stopped early at step {trainer.iter + 1} of {trainer.max_iter}" if trainer.stop_reason
+           else f"finished {trainer.max_iter} steps")
+    score = f"; final {headline_metric(results)} {results[headline_metric(results)[5:]]:.4f}" if results else ""
+    kept = (f"; best {best.metric} {best.value:.4f} at step {best.iteration + 1} in model_best.pth"
+            if best is not None and best.value is not None else "")
+    return f"training {how}{score}; wrote {final}{kept}"

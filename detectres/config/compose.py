@@ -16,6 +16,7 @@ from hydra.initialize import get_gh_backup, restore_gh_from_backup
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from detectres.config.paths import CONFIG_DIR, DATA_DIR, PACKAGE_DIR, PROJECT_ROOT  # noqa: F401 (re-exported)
+from detectres.config.overrides import run_length_overrides
 from detectres.config.portable import shipped_joins, walk
 from detectres.config.safety import CONFIG_FORMAT
 from detectres.config.schema import ConfigError
@@ -48,7 +49,7 @@ def compose_config(config_name: str = "train", overrides: list[str] | tuple[str,
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+            cfg = compose(config_name=config_name, overrides=run_length_overrides(overrides), return_hydra_config=True)
     finally:
         restore_gh_from_backup(backup)
     # Let ${hydra:...} interpolations resolve as they do under @hydra.main (unless an app owns them).

@@ -15,15 +15,18 @@ class Range:
     lo: float | None = None
     hi: float | None = None
     lo_open: bool = False
+    hi_open: bool = False
 
     def ok(self, v) -> bool:
         above = self.lo is None or (v > self.lo if self.lo_open else v >= self.lo)
-        return above and (self.hi is None or v <= self.hi)
+        return above and (self.hi is None or (v < self.hi if self.hi_open else v <= self.hi))
 
     def __str__(self) -> str:
         if self.lo is not None and self.hi is not None:
-            return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}]"
-        return f"{'>' if self.lo_open else '>='} {self.lo:g}" if self.lo is not None else f"<= {self.hi:g}"
+            return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        return f"{'<' if self.hi_open else '<='} {self.hi:g}"
 
 
 @dataclass(frozen=True)

@@ -32,3 +32,13 @@ def carry_overrides(base: DictConfig, composed: DictConfig, overrides: list[str]
         value = OmegaConf.select(composed, key, throw_on_missing=False)
         OmegaConf.update(out, key, value, merge=False, force_add=True)
     return out
+
+
+def run_length_overrides(overrides: list[str] | tuple[str, ...]) -> list[str]:
+    """``solver.epochs=N`` alone is the whole request for a run of N epochs: the shipped ``solver.max_iter`` is
+    cleared for it (``solver.max_iter=null`` added). Given both, the schema says to set one."""
+    keys = {override_key(o): o.split("=", 1)[1] if "=" in o else "" for o in overrides}
+    epochs = keys.get("solver.epochs", "null").strip().lower()
+    if epochs not in ("null", "none", "") and "solver.max_iter" not in keys:
+        return [*overrides, "solver.max_iter=null"]
+    return list(overrides)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from detectres.config.constraints import (
-    Fraction, ImageSide, NonNegativeFloat, NonNegativeInt, Pattern, PositiveFloat, PositiveInt, Range, Sizes, ClassNames,
+    Fraction, ImageSide, MaxLength, NonNegativeFloat, NonNegativeInt, Pattern, PositiveFloat, PositiveInt, Range, Sizes, ClassNames,
 )
 from detectres.utils.resize import INTERPOLATIONS
 
@@ -55,6 +55,7 @@ class Runtime:
     amp: bool | Literal["bf16", "fp16"]
     deterministic: bool
     dist_timeout_s: PositiveFloat
+    loggers: Annotated[list[Literal["tensorboard", "mlflow", "wandb"]], MaxLength(3)]
 
     @staticmethod
     def cross_check(node: DictConfig, path: str) -> None:
@@ -100,20 +101,36 @@ class Data:
 
 
 @dataclass
+class Ema:
+    decay: Annotated[float, Range(0, 1, hi_open=True)]
+    tau: PositiveFloat
+
+
+@dataclass
 class Solver:
     ims_per_batch: Annotated[int, Range(1, 4096)]
-    max_iter: PositiveInt
+    max_iter: PositiveInt | None
+    epochs: PositiveInt | None
+    accumulate: Annotated[int, Range(1, 4096)]
     optimizer: Node
     lr_scheduler: Node
+    ema: Ema
     clip_grad_norm: NonNegativeFloat
     max_nonfinite_steps: NonNegativeInt
     checkpoint_period: NonNegativeInt
     eval_period: NonNegativeInt
+    best_metric: Annotated[str, Pattern(r"[\w./-]+", "a metric name such as bbox/AP or bbox/AP50")] | None
+    patience: NonNegativeInt
 
     @staticmethod
     def cross_check(node: DictConfig, path: str) -> None:
-        steps = list(node.lr_scheduler.steps) if "steps" in node.lr_scheduler else []
-        late = [s for s in steps if s >= node.max_iter]
-        if late:
-            raise ConfigError(f"{path}.lr_scheduler.steps={steps}: every step must be below "
-                              f"{path}.max_iter={node.max_iter}")
+        if (node.max_iter is None) == (node.epochs is None):
+            given = "both are set" if node.max_iter is not None else "neither is set"
+            raise ConfigError(f"{path}.max_iter={node.max_iter}, {path}.epochs={node.epochs}: set exactly one "
+                              f"(the run's length in steps or in epochs); {given}")
+        if node.ims_per_batch % node.accumulate:
+            raise ConfigError(f"{path}.accumulate={node.accumulate}: must divide {path}.ims_per_batch="
+                              f"{node.ims_per_batch} (each step adds up that many micro-batches of equal size)")
+        if node.patience and not node.eval_period:
+            raise ConfigError(f"{path}.patience={node.patience}: early stopping counts evaluations, so it needs "
+                              f"periodic evaluation ({path}.eval_period=N)")

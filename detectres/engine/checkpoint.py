@@ -1,8 +1,10 @@
 """Training checkpoints: written atomically (temp file + rename), read without unpickling code.
 
 A detectres checkpoint is a dict with ``model`` (state_dict), optionally ``optimizer``,
-``scheduler``, ``iteration``, ``rng``, and always ``config`` (the resolved config as plain
-containers) and ``class_names``, so a checkpoint alone rebuilds its model.
+``scheduler``, ``iteration``, ``rng``, the state of the run's other stateful parts (``ema``: the
+averaged weights, which a detector built from the file loads instead of ``model``; ``best``: the best
+evaluation so far), and always ``config`` (the resolved config as plain containers) and
+``class_names``, so a checkpoint alone rebuilds its model.
 """
 from __future__ import annotations
 
@@ -109,15 +111,18 @@ class Checkpointer:
     """
 
     def __init__(self, output_dir: str, *, model, optimizer=None, scheduler=None, scaler=None,
-                 extra: dict | None = None):
+                 extra: dict | None = None, stateful: dict | None = None):
         self.output_dir = output_dir
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.scaler = scaler
         self.extra = extra or {}
+        self.stateful = dict(stateful or {})  # name -> object with state_dict() / load_state_dict()
 
-    def save(self, name: str, iteration: int) -> str:
+    def save(self, name: str, iteration: int, *, mark_last: bool = True, fields: dict | None = None) -> str:
+        """Write ``name.pth``; ``mark_last``: it becomes what a resume continues from (not so ``model_best``);
+        ``fields``: more entries for this file alone."""
         path = os.path.join(self.output_dir, f"{name}.pth")
         weights = self.model.state_dict()
         bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
@@ -131,8 +136,11 @@ class Checkpointer:
         for key in ("optimizer", "scheduler", "scaler"):
             if getattr(self, key) is not None:
                 state[key] = getattr(self, key).state_dict()
+        state.update({key: obj.state_dict() for key, obj in self.stateful.items()})
+        state.update(fields or {})
         atomic_torch_save(state, path)
-        atomic_write_text(os.path.basename(path), os.path.join(self.output_dir, LAST_CHECKPOINT))
+        if mark_last:
+            atomic_write_text(os.path.basename(path), os.path.join(self.output_dir, LAST_CHECKPOINT))
         return path
 
     def last_checkpoint(self) -> str | None:
@@ -171,6 +179,10 @@ class Checkpointer:
             for key in ("optimizer", "scheduler", "scaler"):
                 if getattr(self, key) is not None and state.get(key):  # an empty scaler state: amp was off
                     getattr(self, key).load_state_dict(state[key])
+            for key, obj in self.stateful.items():
+                if key not in state:
+                    raise KeyError(f"it holds no {key!r} state, which this run keeps")
+                obj.load_state_dict(state[key])
         except (KeyError, RuntimeError, ValueError) as e:
             raise ValueError(f"cannot resume from {path}: {e} (was the config changed since it was written?)") from e
         if "rng" in state:

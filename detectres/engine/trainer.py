@@ -6,6 +6,7 @@ averaged over ranks before anything is decided from them, so every rank takes th
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
@@ -42,11 +43,18 @@ class Trainer:
     (averaged over ranks). ``amp``: false, true/bf16 or fp16 (with loss scaling). A step whose loss
     is not finite is skipped (no update) up to ``max_nonfinite_steps`` times; one more stops the run
     with :class:`NonFiniteLossError` naming the iteration and each loss term.
+
+    ``accumulate=K``: each step is K forward/backward passes over equal slices of the batch, each loss
+    divided by K, then one optimizer step; with frozen or group norm (and losses that are means over
+    images) that is the update of the whole batch at once. ``ema``: a :class:`ModelEMA` updated after
+    every applied step. A hook may end the run early with :meth:`request_stop`; the hooks' ``after_train``
+    then run as after the last iteration.
     """
 
     def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, data_loader: Iterable,
                  max_iter: int, hooks: list[HookBase], amp: bool | str = False, clip_grad_norm: float = 0.0,
-                 max_nonfinite_steps: int = 0, scaler: torch.amp.GradScaler | None = None):
+                 max_nonfinite_steps: int = 0, scaler: torch.amp.GradScaler | None = None, accumulate: int = 1,
+                 ema=None):
         self.model = model
         self.optimizer = optimizer
         self.data_loader = data_loader
@@ -56,6 +64,9 @@ class Trainer:
         self.max_nonfinite_steps = max_nonfinite_steps
         self.nonfinite_steps = 0
         self.scaler = scaler or grad_scaler(amp, next(model.parameters()).device.type)
+        self.accumulate = accumulate
+        self.ema = ema
+        self.stop_reason: str | None = None
         self.hooks = hooks
         for h in hooks:
             h.trainer = self
@@ -64,16 +75,24 @@ class Trainer:
         self.last_losses: dict[str, float] = {}
 
     def run_step(self, batch: list[dict]) -> dict[str, float]:
-        """One step: forward, backward, then the step's one host sync (the rank-averaged losses, read
-        after ``backward()`` so the accelerator never waits on the host before it), which decides
-        whether the step is applied. Every rank reads the same averages, so all apply or all skip."""
-        with autocast_context(self.model, self.amp):
-            losses = self.model(batch)
-        total = sum(losses.values())
-        values = mean_over_ranks(torch.stack([*(v.float() for v in losses.values()), total.float()]))
+        """One step: forward and backward over each micro-batch, then the step's one host sync (the
+        rank-averaged losses, read after the last ``backward()`` so the accelerator never waits on the host
+        before it), which decides whether the step is applied. Every rank reads the same averages, so all
+        apply or all skip."""
+        parts = split_batch(batch, self.accumulate)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
-        out = dict(zip([*losses, "total_loss"], values.tolist()))
+        names, summed = None, None
+        for i, part in enumerate(parts):
+            with self.gradient_sync(last=i == len(parts) - 1):
+                with autocast_context(self.model, self.amp):
+                    losses = self.model(part)
+                total = sum(losses.values())
+                terms = torch.stack([*(v.detach().float() for v in losses.values()), total.detach().float()])
+                summed = terms if summed is None else summed + terms
+                names = [*losses, "total_loss"]
+                self.scaler.scale(total if len(parts) == 1 else total / len(parts)).backward()
+        values = mean_over_ranks(summed if len(parts) == 1 else summed / len(parts))
+        out = dict(zip(names, values.tolist()))
         if not all(math.isfinite(v) for v in out.values()):
             self.optimizer.zero_grad(set_to_none=True)  # the gradients of a non-finite loss are not kept
             self.on_nonfinite_loss(out)
@@ -83,7 +102,18 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(unwrap(self.model))
         return out
+
+    def gradient_sync(self, last: bool):
+        """Under DDP, gradients are all-reduced only in the last micro-batch's backward."""
+        no_sync = getattr(self.model, "no_sync", None)
+        return contextlib.nullcontext() if last or no_sync is None else no_sync()
+
+    def request_stop(self, reason: str) -> None:
+        """End the run after this iteration (every rank must ask at the same iteration)."""
+        self.stop_reason = reason
 
     def on_nonfinite_loss(self, losses: dict[str, float]) -> None:
         """Skip the step while ``max_nonfinite_steps`` allows; then stop, naming what went wrong."""
@@ -113,11 +143,27 @@ class Trainer:
                     self.iter = it
                     for h in self.hooks:
                         h.after_step()
+                    if self.stop_reason is not None:
+                        logger.info("stopping at iteration %d of %d: %s", it + 1, self.max_iter, self.stop_reason)
+                        break
             for h in self.hooks:
                 h.after_train()
         finally:
             for h in self.hooks:
                 h.close()
+
+
+def split_batch(batch: list, parts: int) -> list[list]:
+    """``batch`` cut into ``parts`` consecutive slices of equal size (the images in the same order)."""
+    if len(batch) % parts:
+        raise ValueError(f"a batch of {len(batch)} images cannot be cut into {parts} equal micro-batches")
+    size = len(batch) // parts
+    return [batch[i * size:(i + 1) * size] for i in range(parts)]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return getattr(model, "module", model)
 
 
 def wrap_distributed(model: nn.Module, sync_bn: bool) -> nn.Module:

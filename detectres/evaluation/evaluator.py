@@ -14,6 +14,7 @@ from detectres.data.datasets.base import DetectionDataset
 from detectres.evaluation.confusion import confusion_report
 from detectres.utils.amp import autocast_context
 from detectres.utils.comm import all_gather_objects, broadcast_object, is_main_process
+from detectres.utils.logfile import shows_progress_bars
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def run_inference(model: torch.nn.Module, loader: Iterable, autocast: bool | str
     done: list[tuple[list[dict], list[dict]]] = []
     model_seconds, images, skipped = 0.0, 0, 0
     for batch in tqdm(loader, desc="eval", unit="img", leave=False, dynamic_ncols=True,
-                      disable=not is_main_process()):
+                      disable=not is_main_process() or not shows_progress_bars()):
         inputs = [x for x in batch if "image" in x]
         skipped += len(batch) - len(inputs)
         if not inputs:

@@ -1,4 +1,5 @@
-"""Metrics logging: one JSON line per record in ``metrics.jsonl``, mirrored to TensorBoard."""
+"""Metrics logging: one JSON line per record in ``metrics.jsonl``, mirrored to TensorBoard and to the
+experiment trackers a run asks for (:mod:`detectres.utils.tracking`)."""
 from __future__ import annotations
 
 import contextlib
@@ -48,12 +49,14 @@ def tensorboard_writes(output_dir: str):
 
 
 class MetricsWriter:
-    """Appends one JSON object per record to ``metrics.jsonl`` and mirrors scalars to TensorBoard.
-    ``enabled=False`` (ranks other than 0) writes nothing."""
+    """Appends one JSON object per record to ``metrics.jsonl`` and mirrors scalars to TensorBoard and to
+    ``trackers`` (MLflow, W&B), which also receive artifacts and the run's end. ``enabled=False`` (ranks
+    other than 0) writes nothing."""
 
-    def __init__(self, output_dir: str, tensorboard: bool = True, enabled: bool = True):
+    def __init__(self, output_dir: str, tensorboard: bool = True, enabled: bool = True, trackers: list | None = None):
         self.enabled = enabled
         self.tensorboard = tensorboard and enabled
+        self.trackers = list(trackers or []) if enabled else []
         self._tb = None
         if not enabled:
             return
@@ -79,6 +82,20 @@ class MetricsWriter:
                 for k, v in scalars.items():
                     self.tb.add_scalar(k, v, iteration)
                 self.tb.flush()
+        for tracker in self.trackers:
+            tracker.log_metrics(iteration, scalars)
+
+    def log_artifacts(self, paths: list[str]) -> None:
+        """Files the trackers keep (plots, ``eval.json``); those that exist."""
+        present = [p for p in paths if os.path.isfile(p)]
+        for tracker in self.trackers:
+            tracker.log_artifacts(present)
+
+    def finish(self, *, final_checkpoint: str | None, failed: bool) -> None:
+        """Tell the trackers the run ended (``failed``: by an error or an interruption)."""
+        trackers, self.trackers = self.trackers, []
+        for tracker in trackers:
+            tracker.finish(final_checkpoint=final_checkpoint, failed=failed)
 
     def close(self) -> None:
         if self._tb is not None:

@@ -143,8 +143,13 @@ def convert_weights(obj, path: str, format: str | None, trusted: Mapping[str, st
 
 
 def read_detectres(obj: dict, path: str, trusted: Mapping[str, str] | None = None) -> Weights:
-    """A detectres checkpoint: its stored config and class names are checked as data first."""
+    """A detectres checkpoint: its stored config and class names are checked as data first. A checkpoint
+    of a run with an EMA of the weights gives the averaged weights (what its evaluations measured)."""
     state = obj["model"] if isinstance(obj.get("model"), dict) else obj
+    ema = obj.get("ema")
+    if isinstance(ema, dict) and isinstance(ema.get("model"), dict):
+        logger.info("%s: using its EMA weights (the average of %s optimizer steps)", path, ema.get("updates"))
+        state = ema["model"]
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a dict of weights, found {type(state).__name__}")
     config = obj.get("config")
@@ -192,14 +197,18 @@ def check_conventions(model: nn.Module, weights: Weights, source: str) -> None:
 
 
 def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor], *, strict: bool = True,
-                            source: str = "weights", expected_missing: tuple[str, ...] = ()) -> dict[str, list[str]]:
+                            source: str = "weights", expected_missing: tuple[str, ...] = (),
+                            reinitialised: tuple[str, ...] = ()) -> dict[str, list[str]]:
     """Copy matching tensors into ``model``.
 
     Strict (default): any missing, unexpected or shape-mismatched key raises, naming the keys
     (keys starting with ``expected_missing`` may be absent: the heads of a backbone-only file).
     Not strict: mismatched shapes are skipped (e.g. a new class count) and everything is logged.
+    Keys starting with ``reinitialised`` are not taken from the file (the caller said why).
     """
     own = model.state_dict()
+    state_dict = {k: v for k, v in state_dict.items() if not k.startswith(reinitialised)} if reinitialised else state_dict
+    expected_missing = (*expected_missing, *reinitialised)
     # BatchNorm step counters carry no weights; ImageNet files converted for FrozenBN drop them.
     missing = [k for k in own if k not in state_dict and not k.startswith(expected_missing)
                and not k.endswith("num_batches_tracked")]
@@ -217,6 +226,7 @@ def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor
                                    "for a partial load):\n  " + "\n  ".join(problems))
     for line in problems:
         logger.warning("%s: %s", source, line)
+    fresh = [k for k in fresh if not k.startswith(reinitialised)] if reinitialised else fresh
     if fresh:
         logger.info("%s: %d keys not in the file keep their initialisation (%s ...)", source, len(fresh), fresh[0])
     bad = {k.split(":")[0] for k in shape_mismatch}
@@ -270,15 +280,45 @@ def untrained_prefixes(model: nn.Module) -> tuple[str, ...]:
     return tuple(out)
 
 
+def class_specific_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """The state-dict prefixes of the modules sized by the class count (a class declares ``class_specific``)."""
+    return tuple(f"{name}." for name, module in model.named_modules() if getattr(type(module), "class_specific", False))
+
+
+def class_count_change(model: nn.Module, weights: Weights) -> tuple[int, int, tuple[str, ...]] | None:
+    """(the file's class count, the model's, the class-specific prefixes) when the file's class-specific
+    layers are sized for another number of classes; None when they fit (or the file has none)."""
+    prefixes = class_specific_prefixes(model)
+    own = model.state_dict()
+    for key, value in weights.state_dict.items():
+        if key.startswith(prefixes) and key.endswith("cls_score.weight") and key in own:
+            if value.shape[0] != own[key].shape[0]:
+                return value.shape[0] - 1, own[key].shape[0] - 1, prefixes  # K + 1 logits: background last
+    return None
+
+
 def load_weights_into(model: nn.Module, weights: Weights, *, strict: bool = True, source: str = "weights"):
+    """Load ``weights``; a file trained for another number of classes needs ``strict=False`` (fine-tuning),
+    and then its class-specific layers are left at their initialisation, said in one line."""
     check_conventions(model, weights, source)
     state = weights.state_dict
     expected_missing: tuple[str, ...] = ()
     if weights.backbone_only:  # the detector's own layers start from their initialisation
         state = place_backbone_weights(model, state)
         expected_missing = untrained_prefixes(model)
+    change = class_count_change(model, weights)
+    reinitialised: tuple[str, ...] = ()
+    if change is not None:
+        had, has, prefixes = change
+        layers = ", ".join(sorted({k.rsplit(".", 1)[0] for k in model.state_dict() if k.startswith(prefixes)}))
+        if strict:
+            raise WeightsMismatchError(f"{source} was trained for {had} classes and this run has {has}: to fine-tune "
+                                       f"on these classes pass strict_weights=false, which starts {layers} afresh")
+        logger.info("fine-tuning %s, trained for %d classes, on %d classes: %s start afresh, every other layer is "
+                    "loaded", source, had, has, layers)
+        reinitialised = prefixes
     return load_state_dict_checked(model, with_aliases(model, state, source), strict=strict,
-                                   source=source, expected_missing=expected_missing)
+                                   source=source, expected_missing=expected_missing, reinitialised=reinitialised)
 
 
 def load_model_weights(model: nn.Module, path: str, *, strict: bool = True, format: str | None = None):

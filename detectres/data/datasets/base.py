@@ -27,6 +27,7 @@ from tqdm import tqdm
 from detectres.data.checks import DROP, FIX, SKIP, DataCheckError, DataReport, scan_level
 from detectres.data.image_io import ImageFileError, image_file_size, read_image_file
 from detectres.data.records import BoxTable, Records, clean_records
+from detectres.utils.logfile import shows_progress_bars
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class DetectionDataset:
                 skip.add(image["id"])
             return records.without_images(skip)
         progress = tqdm(images, desc=f"checking images ({level})", unit="img", leave=False,
-                        disable=len(images) < 200, dynamic_ncols=True)
+                        disable=len(images) < 200 or not shows_progress_bars(), dynamic_ncols=True)
         for image in progress:
             try:
                 path = self.image_path_of(image)

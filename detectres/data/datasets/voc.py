@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from detectres.config.constraints import ClassNames, MaxLength, NonEmpty
 from detectres.data.datasets.base import DetectionDataset
+from detectres.utils.logfile import shows_progress_bars
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -92,7 +93,7 @@ def voc_records(root: str, image_sets: Sequence[str], class_names: Sequence[str]
     listed = [(year, sid) for s in image_sets for year, ids in [read_image_set(root, s)] for sid in ids]
     category_of = {name: i + 1 for i, name in enumerate(class_names)}
     for image_id, (year, sid) in enumerate(tqdm(listed, desc="reading VOC annotations", unit="xml", leave=False,
-                                                disable=len(listed) < 500, dynamic_ncols=True), start=1):
+                                                disable=len(listed) < 500 or not shows_progress_bars(), dynamic_ncols=True), start=1):
         xml_path = os.path.join(root, year, "Annotations", f"{sid}.xml")
         image = {"id": image_id, "file_name": os.path.join(year, "JPEGImages", f"{sid}.jpg"), "source": xml_path}
         images.append(image)

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from detectres.data.datasets.base import DetectionDataset
 from detectres.data.image_io import ImageFileError, image_file_size
+from detectres.utils.logfile import shows_progress_bars
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 SPLITS = ("train", "val", "test")
@@ -146,7 +147,7 @@ def yolo_records(root: str, split: str) -> tuple[dict, str]:
     image_root = os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else dataset_folder(root, spec)
     images, annotations = [], []
     for image_id, path in enumerate(tqdm(paths, desc=f"reading YOLO labels ({split})", unit="img", leave=False,
-                                         disable=len(paths) < 500, dynamic_ncols=True), start=1):
+                                         disable=len(paths) < 500 or not shows_progress_bars(), dynamic_ncols=True), start=1):
         image = {"id": image_id, "file_name": os.path.relpath(path, image_root), "source": f"{path} (image id {image_id})"}
         images.append(image)
         try:

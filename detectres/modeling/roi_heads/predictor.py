@@ -12,6 +12,7 @@ from detectres.utils.amp import fp32_only
 
 class FastRCNNPredictor(nn.Module):
     starts_untrained = True  # an ImageNet backbone file has none of it (see weights/loading.py)
+    class_specific = True    # sized by the class count: fine-tuning on other classes starts it afresh
 
     def __init__(self, *, in_channels: int, num_classes: int):
         super().__init__()
