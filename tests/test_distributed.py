@@ -93,8 +93,11 @@ def _seconds(out) -> str:
 
 
 def test_sigkill_then_resume_ends_with_the_weights_of_an_unbroken_run(small, tmp_path):
-    common = [TRAIN, *small, "runtime.deterministic=true", "solver.ims_per_batch=2", "solver.max_iter=24",
-              "solver.lr_scheduler.steps=[16]", "solver.checkpoint_period=2"]
+    """With epochs (2 of the 24 images at 2 per step: 24 steps, a checkpoint and an evaluation every epoch, so
+    the best model's state is resumed too), gradient accumulation and an EMA of the weights."""
+    common = [TRAIN, *small, "runtime.deterministic=true", "solver.ims_per_batch=2", "solver.epochs=2",
+              "solver.lr_scheduler.steps=[16]", "solver.checkpoint_period=1", "solver.eval_period=1",
+              "solver.accumulate=2", "solver.ema.decay=0.9", "solver.ema.tau=5"]
     unbroken = run([*common, f"runtime.output_dir={tmp_path / 'unbroken'}"])
     assert unbroken.returncode == 0, unbroken.stderr[-3000:]
     out = tmp_path / "killed"
@@ -112,8 +115,13 @@ def test_sigkill_then_resume_ends_with_the_weights_of_an_unbroken_run(small, tmp
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from {out / killed_at}" in resumed.stdout + resumed.stderr
     difference = max_difference(final_weights(out), final_weights(tmp_path / "unbroken"))
-    print(f"killed after {killed_at}, resumed: max |difference| to the unbroken run {difference:.3g}")
-    assert difference == 0.0
+    resumed_final, unbroken_final = (load_checkpoint(os.path.join(o, "model_final.pth")) for o in (out, tmp_path / "unbroken"))
+    ema_difference = max_difference(resumed_final["ema"]["model"], unbroken_final["ema"]["model"])
+    print(f"killed after {killed_at}, resumed: max |difference| to the unbroken run {difference:.3g} (EMA "
+          f"{ema_difference:.3g})")
+    assert difference == 0.0 and ema_difference == 0.0 and killed_at == "model_0000012.pth"
+    assert resumed_final["ema"]["updates"] == unbroken_final["ema"]["updates"] == 24
+    assert resumed_final["best"] == unbroken_final["best"]
 
 
 def test_nan_loss_names_iteration_and_terms_and_can_skip(small, tmp_path, monkeypatch):

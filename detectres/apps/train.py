@@ -176,8 +176,10 @@ def run_training(cfg: DictConfig, rank: int, world: int) -> dict:
     trackers = start_trackers(list(cfg.runtime.loggers), output_dir=out, run_name=os.path.basename(os.path.abspath(out)),
                               config=record["config"], resume=bool(cfg.resume)) if rank == 0 else []
     writer = MetricsWriter(out, tensorboard="tensorboard" in cfg.runtime.loggers, enabled=rank == 0, trackers=trackers)
+    writer.log_artifacts([os.path.join(out, "config.yaml")])
     evaluator = evaluation_hook(cfg, ema.model if ema else model, val_set, rank, world, writer, length.eval_period, best)
-    hooks = [LRScheduler(scheduler), PeriodicCheckpointer(checkpointer, length.checkpoint_period), evaluator]
+    # evaluation before the checkpoint of the same step, which then holds the best model's state after it
+    hooks = [LRScheduler(scheduler), evaluator, PeriodicCheckpointer(checkpointer, length.checkpoint_period)]
     if rank == 0:
         hooks.append(ProgressLogger(writer, period=cfg.log_period, device=model.device))
     logger.info("training on %s (%d threads%s), %d images per step%s, precision %s%s; output in %s",
