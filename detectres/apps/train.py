@@ -10,6 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from detectres.config import build, checkpoint_config
@@ -142,6 +143,73 @@ def train_process(cfg: DictConfig, rank: int, world: int) -> dict:
         return run_training(cfg, rank, world)
 
 
+@dataclass
+class SolverState:
+    """What a run trains with and checkpoints: optimizer, schedule, loss scaler, the EMA of the weights and
+    the best evaluation so far (when kept), and the checkpointer that saves and resumes all of them."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ema: ModelEMA | None
+    best: BestModel | None
+    checkpointer: Checkpointer
+    record: dict
+
+    @classmethod
+    def build(cls, cfg: DictConfig, model, train_set, length: RunLength) -> "SolverState":
+        s = cfg.solver
+        optimizer = build(s.optimizer, "solver.optimizer")(model)
+        scheduler = build(s.lr_scheduler, "solver.lr_scheduler")(optimizer, max_iter=length.max_iter)
+        scaler = grad_scaler(cfg.runtime.amp, model.device.type)
+        ema = ModelEMA(model, decay=s.ema.decay, tau=s.ema.tau) if s.ema.decay > 0 else None
+        record = {"config": checkpoint_config(cfg), "class_names": train_set.records.class_names,
+                  "data_identity": train_set.records.identity()}
+        checkpointer = Checkpointer(cfg.runtime.output_dir, model=model, optimizer=optimizer, scheduler=scheduler,
+                                    scaler=scaler, extra=record)
+        best = BestModel(checkpointer, metric=s.best_metric, patience=s.patience) if length.eval_period else None
+        checkpointer.stateful.update({k: v for k, v in (("ema", ema), ("best", best)) if v is not None})
+        return cls(optimizer, scheduler, scaler, ema, best, checkpointer, record)
+
+    def resume(self, cfg: DictConfig, length: RunLength, rank: int) -> int:
+        """The iteration to start from (a resumed run's next one, else 0); writes ``config.yaml``."""
+        out = cfg.runtime.output_dir
+        start_iter = self.checkpointer.resume(allow_changes=cfg.allow_resume_changes) if cfg.resume else 0
+        if start_iter >= length.max_iter:
+            raise ValueError(f"resume=true: {self.checkpointer.last_checkpoint()} is at iteration {start_iter - 1} and "
+                             f"the run is {length.max_iter} steps long: nothing left to train (raise solver.max_iter "
+                             f"or solver.epochs to train longer); {out} is left as it was")
+        if rank == 0:  # after a refused resume, config.yaml still describes the checkpoints beside it
+            atomic_write_text(OmegaConf.to_yaml(self.record["config"]), os.path.join(out, "config.yaml"))
+        if start_iter:
+            logger.info("resuming from %s at iteration %d", self.checkpointer.last_checkpoint(), start_iter)
+        return start_iter
+
+
+def log_plan(cfg: DictConfig, model, threads: int, world: int, length: RunLength, state: SolverState,
+             images: int) -> None:
+    s = cfg.solver
+    logger.info("training on %s (%d threads%s), %d images per step%s, precision %s%s; output in %s",
+                model.device.type, threads, f", {world} processes" if world > 1 else "", s.ims_per_batch,
+                f" in {s.accumulate} micro-batches" if s.accumulate > 1 else "",
+                precision_name(cfg.runtime.amp, model.device.type),
+                f", EMA of the weights (decay {s.ema.decay:g}, tau {s.ema.tau:g})" if state.ema else "",
+                cfg.runtime.output_dir)
+    logger.info("%s", length.describe(s, images, state.scheduler))
+    if model.device.type == "cpu":
+        logger.info("%s", describe_cpu())
+
+
+def start_writer(cfg: DictConfig, state: SolverState, rank: int) -> MetricsWriter:
+    """metrics.jsonl, TensorBoard and the trackers ``runtime.loggers`` names (rank 0 only)."""
+    out = cfg.runtime.output_dir
+    trackers = start_trackers(list(cfg.runtime.loggers), output_dir=out, run_name=os.path.basename(os.path.abspath(out)),
+                              config=state.record["config"], resume=bool(cfg.resume)) if rank == 0 else []
+    writer = MetricsWriter(out, tensorboard="tensorboard" in cfg.runtime.loggers, enabled=rank == 0, trackers=trackers)
+    writer.log_artifacts([os.path.join(out, "config.yaml")])
+    return writer
+
+
 def run_training(cfg: DictConfig, rank: int, world: int) -> dict:
     if rank > 0:
         logging.getLogger().setLevel(logging.WARNING)  # one copy of the log
@@ -155,60 +223,35 @@ def run_training(cfg: DictConfig, rank: int, world: int) -> dict:
                        min_pixels=smallest_image_pixels(cfg.input.min_size_train, cfg.input.max_size_train,
                                                         train_set.records.aspect_ratios))
     length = RunLength.of(s, len(train_set))
-    optimizer = build(s.optimizer, "solver.optimizer")(model)
-    scheduler = build(s.lr_scheduler, "solver.lr_scheduler")(optimizer, max_iter=length.max_iter)
-    scaler = grad_scaler(cfg.runtime.amp, model.device.type)
-    ema = ModelEMA(model, decay=s.ema.decay, tau=s.ema.tau) if s.ema.decay > 0 else None
-    record = {"config": checkpoint_config(cfg), "class_names": train_set.records.class_names,
-              "data_identity": train_set.records.identity()}
-    checkpointer = Checkpointer(out, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, extra=record)
-    best = BestModel(checkpointer, metric=s.best_metric, patience=s.patience) if length.eval_period else None
-    checkpointer.stateful.update({k: v for k, v in (("ema", ema), ("best", best)) if v is not None})
-    start_iter = checkpointer.resume(allow_changes=cfg.allow_resume_changes) if cfg.resume else 0
-    if start_iter >= length.max_iter:
-        raise ValueError(f"resume=true: {checkpointer.last_checkpoint()} is at iteration {start_iter - 1} and the run "
-                         f"is {length.max_iter} steps long: nothing left to train (raise solver.max_iter or "
-                         f"solver.epochs to train longer); {out} is left as it was")
-    if rank == 0:  # after a refused resume, config.yaml still describes the checkpoints beside it
-        atomic_write_text(OmegaConf.to_yaml(record["config"]), os.path.join(out, "config.yaml"))
-    if start_iter:
-        logger.info("resuming from %s at iteration %d", checkpointer.last_checkpoint(), start_iter)
-    trackers = start_trackers(list(cfg.runtime.loggers), output_dir=out, run_name=os.path.basename(os.path.abspath(out)),
-                              config=record["config"], resume=bool(cfg.resume)) if rank == 0 else []
-    writer = MetricsWriter(out, tensorboard="tensorboard" in cfg.runtime.loggers, enabled=rank == 0, trackers=trackers)
-    writer.log_artifacts([os.path.join(out, "config.yaml")])
-    evaluator = evaluation_hook(cfg, ema.model if ema else model, val_set, rank, world, writer, length.eval_period, best)
+    state = SolverState.build(cfg, model, train_set, length)
+    start_iter = state.resume(cfg, length, rank)
+    writer = start_writer(cfg, state, rank)
+    evaluated = state.ema.model if state.ema else model
+    evaluator = evaluation_hook(cfg, evaluated, val_set, rank, world, writer, length.eval_period, state.best)
     # evaluation before the checkpoint of the same step, which then holds the best model's state after it
-    hooks = [LRScheduler(scheduler), evaluator, PeriodicCheckpointer(checkpointer, length.checkpoint_period)]
+    hooks = [LRScheduler(state.scheduler), evaluator, PeriodicCheckpointer(state.checkpointer, length.checkpoint_period)]
     if rank == 0:
         hooks.append(ProgressLogger(writer, period=cfg.log_period, device=model.device))
-    logger.info("training on %s (%d threads%s), %d images per step%s, precision %s%s; output in %s",
-                model.device.type, threads, f", {world} processes" if world > 1 else "", s.ims_per_batch,
-                f" in {s.accumulate} micro-batches" if s.accumulate > 1 else "",
-                precision_name(cfg.runtime.amp, model.device.type),
-                f", EMA of the weights (decay {s.ema.decay:g}, tau {s.ema.tau:g})" if ema else "", out)
-    logger.info("%s", length.describe(s, len(train_set), scheduler))
-    if model.device.type == "cpu":
-        logger.info("%s", describe_cpu())
+    log_plan(cfg, model, threads, world, length, state, len(train_set))
     batches = SkippedImageCounter(build_train_loader(train_set, batch_size=s.ims_per_batch, seed=cfg.seed,
                                                      num_workers=cfg.data.num_workers, rank=rank, world_size=world,
                                                      start_iter=start_iter, device=model.device))
-    trainer = Trainer(model=wrap_distributed(model, cfg.sync_bn), optimizer=optimizer, data_loader=batches,
+    trainer = Trainer(model=wrap_distributed(model, cfg.sync_bn), optimizer=state.optimizer, data_loader=batches,
                       max_iter=length.max_iter, hooks=hooks, amp=cfg.runtime.amp, clip_grad_norm=s.clip_grad_norm,
-                      max_nonfinite_steps=s.max_nonfinite_steps, scaler=scaler, accumulate=s.accumulate, ema=ema)
-    failed = True
+                      max_nonfinite_steps=s.max_nonfinite_steps, scaler=state.scaler, accumulate=s.accumulate,
+                      ema=state.ema)
+    final, failed = os.path.join(out, "model_final.pth"), True
     try:
         trainer.train(start_iter)
         failed = False
     finally:
-        final = os.path.join(out, "model_final.pth")
-        writer.finish(final_checkpoint=final if not failed else None, failed=failed)
+        writer.finish(final_checkpoint=None if failed else final, failed=failed)
         writer.close()
         batches.report()
     if cfg.vis_images and rank == 0:
-        draw_dataset_predictions(ema.model if ema else model, val_set, os.path.join(out, "vis"), cfg.vis_images)
+        draw_dataset_predictions(evaluated, val_set, os.path.join(out, "vis"), cfg.vis_images)
     results = evaluator.last_results or {}
-    logger.info("%s", final_line(trainer, results, best, final))
+    logger.info("%s", final_line(trainer, results, state.best, final))
     return results
 
 
