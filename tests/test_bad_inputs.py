@@ -333,8 +333,8 @@ def test_training_never_writes_over_a_finished_run_or_its_starting_weights(train
              ([out, f"model.weights={run_dir / 'model_final.pth'}", "overwrite=true"],
               r"model.weights=.*model_final.pth is a checkpoint name in runtime.output_dir=.*which this run would "
               "overwrite"),
-             ([out, "resume=true"], r"resume=true: .*model_final.pth is at iteration 1 and solver.max_iter=2: "
-                                    r"nothing left to train .* is left as it was")]
+             ([out, "resume=true"], r"resume=true: .*model_final.pth is at iteration 1 and the run is 2 steps "
+                                    r"long: nothing left to train .* is left as it was")]
     for extra, message in cases:
         with pytest.raises(ValueError, match=message):
             train(compose_config("train", [*tiny, *extra]))

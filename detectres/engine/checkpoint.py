@@ -180,9 +180,10 @@ class Checkpointer:
                 if getattr(self, key) is not None and state.get(key):  # an empty scaler state: amp was off
                     getattr(self, key).load_state_dict(state[key])
             for key, obj in self.stateful.items():
-                if key not in state:
-                    raise KeyError(f"it holds no {key!r} state, which this run keeps")
-                obj.load_state_dict(state[key])
+                if key in state:
+                    obj.load_state_dict(state[key])
+                else:  # e.g. EMA or periodic evaluation switched on for the rest of the run
+                    logger.warning("%s holds no %r state (its run kept none): this run's starts afresh", path, key)
         except (KeyError, RuntimeError, ValueError) as e:
             raise ValueError(f"cannot resume from {path}: {e} (was the config changed since it was written?)") from e
         if "rng" in state:
