@@ -27,6 +27,18 @@ def run(tool, *args, env=ENV, timeout=300):
                           timeout=timeout)
 
 
+def run_many(*calls, env=ENV, timeout=300) -> list[subprocess.CompletedProcess]:
+    """``run(tool, *args)`` for each ``(tool, *args)`` in ``calls``, all at once (each is one thread that
+    mostly imports: together they use the core a serial run leaves idle)."""
+    procs = [subprocess.Popen([sys.executable, TOOLS[tool], *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for tool, *args in calls]
+    out = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=timeout)
+        out.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    return out
+
+
 def error_line(res) -> str:
     """The one error line: the last line of stderr, and the only one starting 'detectres: error:'."""
     lines = res.stderr.strip().splitlines()
@@ -119,17 +131,17 @@ def test_cuda_without_a_gpu_is_one_line(tiny, tmp_path):
 
 def test_missing_and_unreadable_files_are_one_line(trained, tmp_path):
     (tmp_path / "text.pth").write_text("hello, not a checkpoint\n")
-    cases = [
-        (run("test", f"checkpoint={tmp_path / 'text.pth'}"), "is not a torch checkpoint"),
-        (run("test", f"checkpoint={tmp_path / 'missing.pth'}"), f"not found: {tmp_path / 'missing.pth'}"),
-        (run("predict", f"checkpoint={trained / 'model_final.pth'}", f"source={tmp_path / 'nope.jpg'}",
-             f"runtime.output_dir={tmp_path / 'p'}"), f"input not found: {tmp_path / 'nope.jpg'}"),
-        (run("train", "data=custom", f"data.train.image_dir={tmp_path}", f"data.train.ann_file={tmp_path / 'a.json'}",
-             f"data.val.image_dir={tmp_path}", f"data.val.ann_file={tmp_path / 'a.json'}",
-             f"runtime.output_dir={tmp_path / 'r'}"), f"annotation file not found: {tmp_path / 'a.json'}"),
-        (run("train", "data=custom"), "data.train.image_dir: missing"),
-    ]
-    for res, message in cases:
+    calls, messages = zip(
+        (("test", f"checkpoint={tmp_path / 'text.pth'}"), "is not a torch checkpoint"),
+        (("test", f"checkpoint={tmp_path / 'missing.pth'}"), f"not found: {tmp_path / 'missing.pth'}"),
+        (("predict", f"checkpoint={trained / 'model_final.pth'}", f"source={tmp_path / 'nope.jpg'}",
+          f"runtime.output_dir={tmp_path / 'p'}"), f"input not found: {tmp_path / 'nope.jpg'}"),
+        (("train", "data=custom", f"data.train.image_dir={tmp_path}", f"data.train.ann_file={tmp_path / 'a.json'}",
+          f"data.val.image_dir={tmp_path}", f"data.val.ann_file={tmp_path / 'a.json'}",
+          f"runtime.output_dir={tmp_path / 'r'}"), f"annotation file not found: {tmp_path / 'a.json'}"),
+        (("train", "data=custom"), "data.train.image_dir: missing"),
+    )
+    for res, message in zip(run_many(*calls), messages):
         assert message in error_line(res)
     assert not (tmp_path / "r").exists()
 

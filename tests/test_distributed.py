@@ -98,8 +98,9 @@ def test_sigkill_then_resume_ends_with_the_weights_of_an_unbroken_run(small, tmp
     common = [TRAIN, *small, "runtime.deterministic=true", "solver.ims_per_batch=2", "solver.epochs=2",
               "solver.lr_scheduler.steps=[16]", "solver.checkpoint_period=1", "solver.eval_period=1",
               "solver.accumulate=2", "solver.ema.decay=0.9", "solver.ema.tau=5"]
-    unbroken = run([*common, f"runtime.output_dir={tmp_path / 'unbroken'}"])
-    assert unbroken.returncode == 0, unbroken.stderr[-3000:]
+    unbroken_log = open(tmp_path / "unbroken.log", "w")  # a file, not a pipe nobody reads until the end
+    unbroken = subprocess.Popen([sys.executable, *common, f"runtime.output_dir={tmp_path / 'unbroken'}"], env=ENV,
+                                stdout=unbroken_log, stderr=subprocess.STDOUT)  # beside the killed run
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, *common, f"runtime.output_dir={out}"], env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -112,10 +113,13 @@ def test_sigkill_then_resume_ends_with_the_weights_of_an_unbroken_run(small, tmp
     assert proc.returncode == -signal.SIGKILL and not (out / "model_final.pth").exists()
     killed_at = open(out / "last_checkpoint").read().strip()
     resumed = run([*common, f"runtime.output_dir={out}", "resume=true"])
+    assert unbroken.wait(timeout=300) == 0, (tmp_path / "unbroken.log").read_text()[-3000:]
+    unbroken_log.close()
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from {out / killed_at}" in resumed.stdout + resumed.stderr
     difference = max_difference(final_weights(out), final_weights(tmp_path / "unbroken"))
-    resumed_final, unbroken_final = (load_checkpoint(os.path.join(o, "model_final.pth")) for o in (out, tmp_path / "unbroken"))
+    resumed_final, unbroken_final = (load_checkpoint(os.path.join(o, "model_final.pth"))
+                                     for o in (out, tmp_path / "unbroken"))
     ema_difference = max_difference(resumed_final["ema"]["model"], unbroken_final["ema"]["model"])
     print(f"killed after {killed_at}, resumed: max |difference| to the unbroken run {difference:.3g} (EMA "
           f"{ema_difference:.3g})")
