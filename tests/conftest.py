@@ -52,3 +52,12 @@ def tiny_trained(tmp_path_factory, shapes_overrides):
 def tiny_trained_fpn(tmp_path_factory, shapes_overrides):
     """The same for the quickstart FPN (``model=quickstart_fpn``), through the training application."""
     return train_tiny(tmp_path_factory, shapes_overrides, "quickstart_fpn")
+
+
+@pytest.fixture()
+def all_cores():
+    """A test that is one long stretch of arithmetic in this process (a Detectron2 fixture step) uses both
+    cores: the suite runs one test at a time, so the second core is otherwise idle."""
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield
+    torch.set_num_threads(1)

@@ -135,7 +135,7 @@ def losses_and_gradients(path: str, mode: str):
     return ref["losses"], reference_training_step(model, ref), gradient_errors(model, ref["grads"])
 
 
-def test_training_keeping_every_labeled_sample_matches_detectron2(converted):
+def test_training_keeping_every_labeled_sample_matches_detectron2(converted, all_cores):
     """No randomness: every labeled anchor and RoI; losses within 1e-4, every gradient within 2e-3."""
     ref, losses, errors = losses_and_gradients(converted, "all")
     for name, value in ref.items():

@@ -108,7 +108,7 @@ def matched_fraction(ref: dict, out: dict, *, iou: float = 0.9, score_tol: float
 
 
 @torch.no_grad()
-def test_bf16_stays_close_to_fp32_on_the_detectron2_fixture(tmp_path):
+def test_bf16_stays_close_to_fp32_on_the_detectron2_fixture(tmp_path, all_cores):
     """bf16 autocast (forced: it runs on any CPU, slower where emulated) against fp32, stage by stage.
 
     The fixture's weights are random: all 100 detections score 0.053-0.072, so which of two heavily

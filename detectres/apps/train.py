@@ -119,13 +119,12 @@ class RunLength:
         return f"{how}; {describe_schedule(scheduler)}; {self.describe_periods()}"
 
     def describe_periods(self) -> str:
-        unit = f" ({{}} epochs)" if self.per_epoch else "{}"
         def every(period: int, what: str) -> str:
             if not period:
                 return f"{what} at the end"
-            extra = unit.format(period // self.per_epoch) if self.per_epoch else ""
+            epochs = f" ({period // self.per_epoch} epochs)" if self.per_epoch else ""
             late = " - longer than the run: only at the end" if period >= self.max_iter else ""
-            return f"{what} every {period} steps{extra}{late}"
+            return f"{what} every {period} steps{epochs}{late}"
         return f"{every(self.eval_period, 'evaluation')}, {every(self.checkpoint_period, 'checkpoints')}"
 
 
