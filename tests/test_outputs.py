@@ -92,20 +92,33 @@ def test_a_runs_files_get_the_users_umask(tiny_trained):
     assert set(modes.values()) == {0o666 & ~umask}, modes
 
 
-def test_evaluation_onto_a_full_disk_is_one_line_naming_the_file(tiny_trained, shapes_overrides, small_disk):
+def test_evaluation_onto_a_full_disk_is_one_line_naming_the_file(tiny_trained, shapes_overrides, small_disk, tmp_path):
     """Whichever file the disk fills on (results JSON, a plot, TensorBoard's events from its own thread),
-    one line names it and no thread prints a traceback."""
+    one line names it and no thread prints a traceback. The three fill levels run side by side, each on
+    its own 3 MB disk."""
     checkpoint = os.path.join(tiny_trained, "model_final.pth")
     root = next(o.split("=", 1)[1] for o in shapes_overrides if o.startswith("data.root="))
-    for free_kb in (40, 100, 160):
-        for f in os.listdir(small_disk):
-            subprocess.run(["rm", "-rf", str(small_disk / f)], check=True)
-        stats = os.statvfs(small_disk)
-        (small_disk / "fill").write_bytes(bytes(stats.f_bavail * stats.f_frsize - free_kb * 1024))
-        res = subprocess.run([sys.executable, str(PROJECT_ROOT / "tools" / "test_net.py"), f"checkpoint={checkpoint}",
-                              f"runtime.output_dir={small_disk / 'eval'}", "runtime.num_threads=1",
-                              f"data.val.image_dir={root}/val", f"data.val.ann_file={root}/annotations/instances_val.json"],
-                             capture_output=True, text=True, env=ENV, timeout=300)
-        errors = [ln for ln in res.stderr.replace("\r", "\n").splitlines() if "error" in ln.lower() or "Traceback" in ln]
-        assert res.returncode == 1 and len(errors) == 1, res.stderr[-3000:]
-        assert errors[0].startswith(f"detectres: error: no space left on device while writing {small_disk}/eval/"), errors
+    disks = [small_disk]
+    for k in (1, 2):
+        disk = tmp_path / f"small{k}"
+        disk.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], check=True)
+        disks.append(disk)
+    try:
+        procs = []
+        for disk, free_kb in zip(disks, (40, 100, 160)):
+            stats = os.statvfs(disk)
+            (disk / "fill").write_bytes(bytes(stats.f_bavail * stats.f_frsize - free_kb * 1024))
+            procs.append(subprocess.Popen(
+                [sys.executable, str(PROJECT_ROOT / "tools" / "test_net.py"), f"checkpoint={checkpoint}",
+                 f"runtime.output_dir={disk / 'eval'}", "runtime.num_threads=1", f"data.val.image_dir={root}/val",
+                 f"data.val.ann_file={root}/annotations/instances_val.json"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV))
+        for disk, proc in zip(disks, procs):
+            _, stderr = proc.communicate(timeout=300)
+            errors = [ln for ln in stderr.replace("\r", "\n").splitlines() if "error" in ln.lower() or "Traceback" in ln]
+            assert proc.returncode == 1 and len(errors) == 1, stderr[-3000:]
+            assert errors[0].startswith(f"detectres: error: no space left on device while writing {disk}/eval/"), errors
+    finally:
+        for disk in disks[1:]:
+            subprocess.run(["umount", "-l", str(disk)], check=False)
