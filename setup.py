@@ -50,9 +50,10 @@ setup(
     ],
     # onnx + onnxruntime: the export tests run the exported file (and users who deploy with ONNX need them);
     # hypothesis: the property test that no stored config can make a restore import or read anything;
-    # mlflow, wandb: runtime.loggers=[mlflow] / [wandb] (the tests read a run back with their clients)
-    extras_require={"dev": ["pytest>=7.4", "hypothesis>=6.80", "onnx>=1.15", "onnxruntime>=1.17", "mlflow>=2.16",
-                            "wandb>=0.18"],
+    # mlflow, wandb: runtime.loggers=[mlflow] / [wandb] (the tests read a run back with their clients);
+    # pytest-xdist: the suite runs in two processes (pytest.ini), both cores of a 2-core machine busy
+    extras_require={"dev": ["pytest>=7.4", "pytest-xdist>=3.5", "hypothesis>=6.80", "onnx>=1.15", "onnxruntime>=1.17",
+                            "mlflow>=2.16", "wandb>=0.18"],
                     "export": ["onnx>=1.15", "onnxruntime>=1.17"],
                     "mlflow": ["mlflow>=2.16"],
                     "wandb": ["wandb>=0.18"]},
