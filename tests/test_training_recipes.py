@@ -242,3 +242,55 @@ def test_a_tracker_that_is_not_installed_is_one_line_before_any_work(monkeypatch
                                           r"pip install 'detectres\[wandb\]'"):
         validate_tool_config("train", compose_config("train", ["runtime.loggers=[tensorboard,wandb]",
                                                                "runtime.output_dir=x"]))
+
+
+def test_a_resumed_run_made_longer_follows_its_own_schedule():
+    """A scheduler's checkpoint holds where the run is, not the schedule's shape: resumed with twice the steps,
+    the cosine decays over the new length (it stayed at 0 when the old length came back with the state)."""
+    from detectres.engine.solver import WarmupCosineLR
+
+    def make(max_iter):
+        optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+        return optimizer, WarmupCosineLR(optimizer, max_iter=max_iter, warmup_iters=0)
+
+    optimizer, short = make(10)
+    for _ in range(10):
+        optimizer.step()
+        short.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
+    optimizer, longer = make(20)
+    longer.load_state_dict(short.state_dict())
+    assert longer.max_iter == 20 and longer.last_epoch == 10
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5)  # half way down the new cosine
+
+
+def test_a_failing_tracker_is_one_warning_and_training_goes_on(tmp_path, caplog):
+    from detectres.utils.events import MetricsWriter
+
+    class Broken:
+        def log_metrics(self, step, scalars):
+            raise ConnectionError("tracking server went away\nmore detail")
+
+        def finish(self, **kwargs):
+            raise AssertionError("a dropped tracker is not called again")
+
+    writer = MetricsWriter(str(tmp_path), tensorboard=False, trackers=[Broken()])
+    writer.write(0, {"loss": 1.0})
+    writer.write(1, {"loss": 0.5})
+    writer.finish(final_checkpoint=None, failed=False)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["Broken failed reporting metrics (ConnectionError: tracking server went away); the run goes "
+                        "on without it"]
+    assert len(open(tmp_path / "metrics.jsonl").readlines()) == 2
+
+
+def test_an_early_stopped_run_is_not_resumed(stopped_run, shapes_overrides):
+    folder, out, _ = stopped_run
+    proc = subprocess.run([sys.executable, TRAIN, *shapes_overrides, "model.backbone.norm=FrozenBN", "solver.epochs=4",
+                           "solver.ims_per_batch=4", "solver.eval_period=1", "solver.patience=1", "solver.ema.decay=0.9",
+                           "solver.ema.tau=5", "solver.optimizer.base_lr=1e-30", "solver.lr_scheduler.warmup_iters=1",
+                           "runtime.loggers=[]", "runtime.num_threads=1", f"runtime.output_dir={out}", "resume=true"],
+                          cwd=folder, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"detectres: error: resume=true: {out / 'model_final.pth'} ended the run early (bbox/AP has not improved")

@@ -129,12 +129,12 @@ class RunLength:
 
 
 def describe_schedule(scheduler) -> str:
-    warmup = f"warmup {scheduler.warmup_iters} steps"
+    warmup = f"warmup {getattr(scheduler, 'warmup_iters', 0)} steps"
     if isinstance(scheduler, WarmupMultiStepLR):
         at = ", ".join(map(str, scheduler.steps)) or "no step"
         return f"LR: {warmup}, x{scheduler.gamma:g} at step {at}"
     kind = {WarmupCosineLR: "cosine", WarmupLinearLR: "linear"}.get(type(scheduler), type(scheduler).__name__)
-    return f"LR: {warmup}, {kind} decay to x{getattr(scheduler, 'final_factor', 0):g} at step {scheduler.max_iter}"
+    return f"LR: {warmup}, {kind} decay to x{getattr(scheduler, 'final_factor', 0):g} at step {getattr(scheduler, 'max_iter', '?')}"
 
 
 def train_process(cfg: DictConfig, rank: int, world: int) -> dict:
@@ -174,6 +174,10 @@ class SolverState:
         """The iteration to start from (a resumed run's next one, else 0); writes ``config.yaml``."""
         out = cfg.runtime.output_dir
         start_iter = self.checkpointer.resume(allow_changes=cfg.allow_resume_changes) if cfg.resume else 0
+        if self.checkpointer.stop_reason:
+            raise ValueError(f"resume=true: {self.checkpointer.last_checkpoint()} ended the run early ("
+                             f"{self.checkpointer.stop_reason}): nothing to continue; pass overwrite=true to start "
+                             f"over, or choose another runtime.output_dir; {out} is left as it was")
         if start_iter >= length.max_iter:
             raise ValueError(f"resume=true: {self.checkpointer.last_checkpoint()} is at iteration {start_iter - 1} and "
                              f"the run is {length.max_iter} steps long: nothing left to train (raise solver.max_iter "
@@ -225,28 +229,32 @@ def run_training(cfg: DictConfig, rank: int, world: int) -> dict:
     state = SolverState.build(cfg, model, train_set, length)
     start_iter = state.resume(cfg, length, rank)
     writer = start_writer(cfg, state, rank)
-    evaluated = state.ema.model if state.ema else model
-    evaluator = evaluation_hook(cfg, evaluated, val_set, rank, world, writer, length.eval_period, state.best)
-    # evaluation before the checkpoint of the same step, which then holds the best model's state after it
-    hooks = [LRScheduler(state.scheduler), evaluator, PeriodicCheckpointer(state.checkpointer, length.checkpoint_period)]
-    if rank == 0:
-        hooks.append(ProgressLogger(writer, period=cfg.log_period, device=model.device))
-    log_plan(cfg, model, threads, world, length, state, len(train_set))
-    batches = SkippedImageCounter(build_train_loader(train_set, batch_size=s.ims_per_batch, seed=cfg.seed,
-                                                     num_workers=cfg.data.num_workers, rank=rank, world_size=world,
-                                                     start_iter=start_iter, device=model.device))
-    trainer = Trainer(model=wrap_distributed(model, cfg.sync_bn), optimizer=state.optimizer, data_loader=batches,
-                      max_iter=length.max_iter, hooks=hooks, amp=cfg.runtime.amp, clip_grad_norm=s.clip_grad_norm,
-                      max_nonfinite_steps=s.max_nonfinite_steps, scaler=state.scaler, accumulate=s.accumulate,
-                      ema=state.ema)
     final, failed = os.path.join(out, "model_final.pth"), True
-    try:
-        trainer.train(start_iter)
+    try:  # the trackers hear how the run ended, whatever happens from here
+        evaluated = state.ema.model if state.ema else model
+        evaluator = evaluation_hook(cfg, evaluated, val_set, rank, world, writer, length.eval_period, state.best)
+        # evaluation before the checkpoint of the same step, which then holds the best model's state after it; at
+        # the end (hooks unwound in reverse) model_final.pth is written before the final evaluation, which may fail
+        hooks = [LRScheduler(state.scheduler), evaluator,
+                 PeriodicCheckpointer(state.checkpointer, length.checkpoint_period)]
+        if rank == 0:
+            hooks.append(ProgressLogger(writer, period=cfg.log_period, device=model.device))
+        log_plan(cfg, model, threads, world, length, state, len(train_set))
+        batches = SkippedImageCounter(build_train_loader(train_set, batch_size=s.ims_per_batch, seed=cfg.seed,
+                                                         num_workers=cfg.data.num_workers, rank=rank, world_size=world,
+                                                         start_iter=start_iter, device=model.device))
+        trainer = Trainer(model=wrap_distributed(model, cfg.sync_bn), optimizer=state.optimizer, data_loader=batches,
+                          max_iter=length.max_iter, hooks=hooks, amp=cfg.runtime.amp, clip_grad_norm=s.clip_grad_norm,
+                          max_nonfinite_steps=s.max_nonfinite_steps, scaler=state.scaler, accumulate=s.accumulate,
+                          ema=state.ema)
+        try:
+            trainer.train(start_iter)
+        finally:
+            batches.report()
         failed = False
     finally:
         writer.finish(final_checkpoint=None if failed else final, failed=failed)
         writer.close()
-        batches.report()
     if cfg.vis_images and rank == 0:
         draw_dataset_predictions(evaluated, val_set, os.path.join(out, "vis"), cfg.vis_images)
     results = evaluator.last_results or {}

@@ -119,7 +119,7 @@ class Solver:
     max_nonfinite_steps: NonNegativeInt
     checkpoint_period: NonNegativeInt
     eval_period: NonNegativeInt
-    best_metric: Annotated[str, Pattern(r"[\w./-]+", "a metric name such as bbox/AP or bbox/AP50")] | None
+    best_metric: Literal["bbox/AP", "bbox/AP50", "bbox/AP75", "bbox/APs", "bbox/APm", "bbox/APl"] | None
     patience: NonNegativeInt
 
     @staticmethod

@@ -119,6 +119,7 @@ class Checkpointer:
         self.scaler = scaler
         self.extra = extra or {}
         self.stateful = dict(stateful or {})  # name -> object with state_dict() / load_state_dict()
+        self.stop_reason: str | None = None
 
     def save(self, name: str, iteration: int, *, mark_last: bool = True, fields: dict | None = None) -> str:
         """Write ``name.pth``; ``mark_last``: it becomes what a resume continues from (not so ``model_best``);
@@ -188,4 +189,5 @@ class Checkpointer:
             raise ValueError(f"cannot resume from {path}: {e} (was the config changed since it was written?)") from e
         if "rng" in state:
             restore_rng_state(state["rng"])
+        self.stop_reason = state.get("stop_reason")  # the run ended early (early stopping), said why
         return int(state.get("iteration", -1)) + 1

@@ -44,7 +44,8 @@ class PeriodicCheckpointer(HookBase):
             self.checkpointer.save(f"model_{it:07d}", self.trainer.iter)
 
     def after_train(self) -> None:
-        self.checkpointer.save("model_final", self.trainer.iter)
+        stopped = self.trainer.stop_reason
+        self.checkpointer.save("model_final", self.trainer.iter, fields={"stop_reason": stopped} if stopped else None)
 
 
 def headline_metric(results: dict) -> str:

@@ -85,6 +85,21 @@ class WarmupLR(torch.optim.lr_scheduler.LRScheduler):
         f = self.factor(self.last_epoch)
         return [base * f for base in self.base_lrs]
 
+    STATE = ("last_epoch", "_step_count", "base_lrs")
+
+    def state_dict(self) -> dict:
+        """Where the run is (its step and base LRs), not the schedule's shape: a resumed run that was made
+        longer keeps its own ``max_iter``, steps and decay."""
+        return {k: getattr(self, k) for k in self.STATE}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for k in self.STATE:
+            if k in state_dict:
+                setattr(self, k, state_dict[k])
+        self._last_lr = self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, self._last_lr):
+            group["lr"] = lr
+
 
 class WarmupMultiStepLR(WarmupLR):
     """Multiplied by ``gamma`` at each of ``steps`` (fractions of the run, or iterations); a step at or past

@@ -146,7 +146,7 @@ class Trainer:
                     if self.stop_reason is not None:
                         logger.info("stopping at iteration %d of %d: %s", it + 1, self.max_iter, self.stop_reason)
                         break
-            for h in self.hooks:
+            for h in reversed(self.hooks):  # unwound: a hook's end runs before those registered ahead of it
                 h.after_train()
         finally:
             for h in self.hooks:

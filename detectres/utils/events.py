@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import logging
 import os
 import threading
 
 from detectres.utils.file_io import DiskFullError, disk_full_cause, reporting_full_disk
+
+logger = logging.getLogger(__name__)
 
 _default_excepthook = threading.excepthook
 
@@ -82,20 +85,29 @@ class MetricsWriter:
                 for k, v in scalars.items():
                     self.tb.add_scalar(k, v, iteration)
                 self.tb.flush()
-        for tracker in self.trackers:
-            tracker.log_metrics(iteration, scalars)
+        self.each_tracker("reporting metrics", lambda t: t.log_metrics(iteration, scalars))
 
     def log_artifacts(self, paths: list[str]) -> None:
         """Files the trackers keep (plots, ``eval.json``); those that exist."""
         present = [p for p in paths if os.path.isfile(p)]
-        for tracker in self.trackers:
-            tracker.log_artifacts(present)
+        self.each_tracker("uploading files", lambda t: t.log_artifacts(present))
 
     def finish(self, *, final_checkpoint: str | None, failed: bool) -> None:
         """Tell the trackers the run ended (``failed``: by an error or an interruption)."""
-        trackers, self.trackers = self.trackers, []
-        for tracker in trackers:
-            tracker.finish(final_checkpoint=final_checkpoint, failed=failed)
+        self.each_tracker("ending its run", lambda t: t.finish(final_checkpoint=final_checkpoint, failed=failed))
+        self.trackers = []
+
+    def each_tracker(self, what: str, call) -> None:
+        """``call(tracker)`` for each tracker; a tracker that fails (a lost connection, a full store) is
+        reported in one warning and left out from then on: training never stops for it."""
+        for tracker in list(self.trackers):
+            try:
+                call(tracker)
+            except Exception as e:  # noqa: BLE001 - any tracker's error, whatever its library raises
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                logger.warning("%s failed %s (%s: %s); the run goes on without it", type(tracker).__name__, what,
+                               type(e).__name__, first[:300])
+                self.trackers.remove(tracker)
 
     def close(self) -> None:
         if self._tb is not None:

@@ -65,7 +65,8 @@ class MlflowTracker:
     def __init__(self, *, output_dir: str, run_name: str, params: dict[str, str], resume: bool):
         from mlflow.tracking import MlflowClient
 
-        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        saved = read_state(output_dir) if resume else {}
+        uri = saved.get("mlflow_uri") or os.environ.get("MLFLOW_TRACKING_URI")
         artifacts = None
         if not uri:
             store = os.path.abspath("mlruns")
@@ -77,17 +78,28 @@ class MlflowTracker:
         experiment = self.client.get_experiment_by_name(name)
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(
             name, artifact_location=artifacts)
-        previous = read_state(output_dir).get("mlflow_run_id") if resume else None
-        if previous:
+        previous = saved.get("mlflow_run_id")
+        if previous and self.has_run(previous):
             self.run_id = previous
             self.client.update_run(previous, status="RUNNING")
         else:
+            if previous:
+                logger.warning("MLflow: run %s is not in %s any more: this run reports to a new one", previous, uri)
             run = self.client.create_run(experiment_id, run_name=run_name,
                                          tags={"detectres.output_dir": os.path.abspath(output_dir)})
             self.run_id = run.info.run_id
             self.log_params(params)
-            write_state(output_dir, mlflow_run_id=self.run_id)
+            write_state(output_dir, mlflow_run_id=self.run_id, mlflow_uri=uri)
         logger.info("MLflow: run %s in experiment %s at %s", self.run_id, name, uri)
+
+    def has_run(self, run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(run_id)
+        except MlflowException:
+            return False
+        return True
 
     def log_params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param
@@ -157,9 +169,16 @@ class WandbTracker:
 def start_trackers(loggers: list[str], *, output_dir: str, run_name: str, config: dict, resume: bool) -> list[Any]:
     """The MLflow / W&B trackers ``loggers`` asks for, started (TensorBoard is not one of these)."""
     params = flat_params(config)
+    makers = {"mlflow": lambda: MlflowTracker(output_dir=output_dir, run_name=run_name, params=params, resume=resume),
+              "wandb": lambda: WandbTracker(output_dir=output_dir, run_name=run_name, params=params, config=config,
+                                            resume=resume)}
     out: list[Any] = []
-    if "mlflow" in loggers:
-        out.append(MlflowTracker(output_dir=output_dir, run_name=run_name, params=params, resume=resume))
-    if "wandb" in loggers:
-        out.append(WandbTracker(output_dir=output_dir, run_name=run_name, params=params, config=config, resume=resume))
+    for name in (n for n in ("mlflow", "wandb") if n in loggers):
+        try:
+            out.append(makers[name]())
+        except Exception as e:  # noqa: BLE001 - whatever the tracker's library raises, said in one line
+            for tracker in out:
+                tracker.finish(final_checkpoint=None, failed=True)
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"runtime.loggers: could not start {name} ({type(e).__name__}: {first[:300]})") from e
     return out
