@@ -21,7 +21,6 @@ from detectres.engine.ema import ModelEMA
 from detectres.engine.hooks import (
     BestModel, LRScheduler, PeriodicCheckpointer, PeriodicEval, ProgressLogger, headline_metric,
 )
-from detectres.engine.solver import WarmupCosineLR, WarmupLinearLR, WarmupMultiStepLR
 from detectres.engine.memory import check_batch_memory, smallest_image_pixels
 from detectres.engine.trainer import Trainer, wrap_distributed
 from detectres.evaluation.evaluator import build_evaluator, evaluate_detector
@@ -129,12 +128,8 @@ class RunLength:
 
 
 def describe_schedule(scheduler) -> str:
-    warmup = f"warmup {getattr(scheduler, 'warmup_iters', 0)} steps"
-    if isinstance(scheduler, WarmupMultiStepLR):
-        at = ", ".join(map(str, scheduler.steps)) or "no step"
-        return f"LR: {warmup}, x{scheduler.gamma:g} at step {at}"
-    kind = {WarmupCosineLR: "cosine", WarmupLinearLR: "linear"}.get(type(scheduler), type(scheduler).__name__)
-    return f"LR: {warmup}, {kind} decay to x{getattr(scheduler, 'final_factor', 0):g} at step {getattr(scheduler, 'max_iter', '?')}"
+    """The schedule's own words (a detectres schedule's ``describe``), else its class name."""
+    return f"LR: {scheduler.describe() if hasattr(scheduler, 'describe') else type(scheduler).__name__}"
 
 
 def train_process(cfg: DictConfig, rank: int, world: int) -> dict:

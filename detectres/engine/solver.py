@@ -78,6 +78,13 @@ class WarmupLR(torch.optim.lr_scheduler.LRScheduler):
     def decay(self, it: int) -> float:
         raise NotImplementedError
 
+    def describe(self) -> str:
+        """The schedule in words, for the line a run prints at start."""
+        return f"warmup {self.warmup_iters} steps, {self.describe_decay()}"
+
+    def describe_decay(self) -> str:
+        raise NotImplementedError
+
     def factor(self, it: int) -> float:
         return self.decay(it) * warmup_factor_at(it, warmup_iters=self.warmup_iters, warmup_factor=self.warmup_factor)
 
@@ -122,6 +129,9 @@ class WarmupMultiStepLR(WarmupLR):
     def decay(self, it: int) -> float:
         return self.gamma ** bisect_right(self.steps, it)
 
+    def describe_decay(self) -> str:
+        return f"x{self.gamma:g} at step {', '.join(map(str, self.steps)) or '(none)'}"
+
 
 class WarmupCosineLR(WarmupLR):
     """Half a cosine from 1 at the start to ``final_factor`` at the end of the run."""
@@ -134,6 +144,9 @@ class WarmupCosineLR(WarmupLR):
         progress = min(it / self.max_iter, 1.0)
         return self.final_factor + (1 - self.final_factor) * 0.5 * (1 + math.cos(math.pi * progress))
 
+    def describe_decay(self) -> str:
+        return f"cosine decay to x{self.final_factor:g} at step {self.max_iter}"
+
 
 class WarmupLinearLR(WarmupLR):
     """A straight line from 1 at the start to ``final_factor`` at the end of the run."""
@@ -144,3 +157,6 @@ class WarmupLinearLR(WarmupLR):
 
     def decay(self, it: int) -> float:
         return 1 - (1 - self.final_factor) * min(it / self.max_iter, 1.0)
+
+    def describe_decay(self) -> str:
+        return f"linear decay to x{self.final_factor:g} at step {self.max_iter}"

@@ -10,6 +10,7 @@ import os
 import threading
 
 from detectres.utils.file_io import DiskFullError, disk_full_cause, reporting_full_disk
+from detectres.utils.tracking import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +105,8 @@ class MetricsWriter:
             try:
                 call(tracker)
             except Exception as e:  # noqa: BLE001 - any tracker's error, whatever its library raises
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                logger.warning("%s failed %s (%s: %s); the run goes on without it", type(tracker).__name__, what,
-                               type(e).__name__, first[:300])
+                logger.warning("%s failed %s (%s); the run goes on without it", type(tracker).__name__, what,
+                               first_line(e))
                 self.trackers.remove(tracker)
 
     def close(self) -> None:

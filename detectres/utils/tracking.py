@@ -42,12 +42,22 @@ def flat_params(config: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def first_line(error: BaseException) -> str:
+    """``Type: first line of the message`` (at most 300 characters): a tracker library's error in one line."""
+    text = (str(error).strip().splitlines() or [""])[0][:300]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def read_state(output_dir: str) -> dict:
     path = os.path.join(output_dir, STATE_FILE)
     if not os.path.isfile(path):
         return {}
-    with open(path) as f:
-        state = json.load(f)
+    try:
+        with open(path) as f:
+            state = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not the trackers' run ids this folder's runs write ({e}); delete it to report "
+                         "to new runs") from None
     return state if isinstance(state, dict) else {}
 
 
@@ -179,6 +189,5 @@ def start_trackers(loggers: list[str], *, output_dir: str, run_name: str, config
         except Exception as e:  # noqa: BLE001 - whatever the tracker's library raises, said in one line
             for tracker in out:
                 tracker.finish(final_checkpoint=None, failed=True)
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ValueError(f"runtime.loggers: could not start {name} ({type(e).__name__}: {first[:300]})") from e
+            raise ValueError(f"runtime.loggers: could not start {name} ({first_line(e)})") from e
     return out
