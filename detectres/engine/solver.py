@@ -133,30 +133,39 @@ class WarmupMultiStepLR(WarmupLR):
         return f"x{self.gamma:g} at step {', '.join(map(str, self.steps)) or '(none)'}"
 
 
-class WarmupCosineLR(WarmupLR):
+class WarmupDecayToFinal(WarmupLR):
+    """From 1 at the start to ``final_factor`` at the end of the run, along the subclass's ``curve`` (1 at
+    progress 0, 0 at progress 1)."""
+
+    kind = ""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, max_iter: int, final_factor: Fraction = 0.0, **warmup):
+        self.final_factor = final_factor
+        super().__init__(optimizer, max_iter=max_iter, **warmup)
+
+    def curve(self, progress: float) -> float:
+        raise NotImplementedError
+
+    def decay(self, it: int) -> float:
+        return self.final_factor + (1 - self.final_factor) * self.curve(min(it / self.max_iter, 1.0))
+
+    def describe_decay(self) -> str:
+        return f"{self.kind} decay to x{self.final_factor:g} at step {self.max_iter}"
+
+
+class WarmupCosineLR(WarmupDecayToFinal):
     """Half a cosine from 1 at the start to ``final_factor`` at the end of the run."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, *, max_iter: int, final_factor: Fraction = 0.0, **warmup):
-        self.final_factor = final_factor
-        super().__init__(optimizer, max_iter=max_iter, **warmup)
+    kind = "cosine"
 
-    def decay(self, it: int) -> float:
-        progress = min(it / self.max_iter, 1.0)
-        return self.final_factor + (1 - self.final_factor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    def describe_decay(self) -> str:
-        return f"cosine decay to x{self.final_factor:g} at step {self.max_iter}"
+    def curve(self, progress: float) -> float:
+        return 0.5 * (1 + math.cos(math.pi * progress))
 
 
-class WarmupLinearLR(WarmupLR):
+class WarmupLinearLR(WarmupDecayToFinal):
     """A straight line from 1 at the start to ``final_factor`` at the end of the run."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, *, max_iter: int, final_factor: Fraction = 0.0, **warmup):
-        self.final_factor = final_factor
-        super().__init__(optimizer, max_iter=max_iter, **warmup)
+    kind = "linear"
 
-    def decay(self, it: int) -> float:
-        return 1 - (1 - self.final_factor) * min(it / self.max_iter, 1.0)
-
-    def describe_decay(self) -> str:
-        return f"linear decay to x{self.final_factor:g} at step {self.max_iter}"
+    def curve(self, progress: float) -> float:
+        return 1 - progress
