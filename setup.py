@@ -1,6 +1,7 @@
 """detectres: ``pip install .`` (a wheel carries the configs and the sample data inside the package, so
 every tool runs from any folder), ``pip install -e .`` (a checkout: configs/ and tests/data/ are read in
 place). Console commands: see ``detectres/apps/commands.py``."""
+import re
 import shutil
 from pathlib import Path
 
@@ -9,9 +10,12 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 # project folder -> where it goes inside the built package
-PACKAGE_DATA_DIRS = {"configs": "configs", "tests/data/coco8": "samples/coco8", "tests/data/images": "samples/images"}
+# The wheel ships only samples this project made (THIRD_PARTY.md; tests/test_licence.py holds both to it):
+# the COCO and Ultralytics photos in tests/data stay test data of the repository.
+PACKAGE_DATA_DIRS = {"configs": "configs", "tests/data/shapes8": "samples/shapes8"}
+VERSION = re.search(r'^__version__ = "([^"]+)"$', (ROOT / "detectres" / "version.py").read_text(), re.M).group(1)
 COMMANDS = ["train", "test", "predict", "demo", "check-data", "ablation", "benchmark", "train-benchmark", "convert",
-            "convert-data", "gpu-latency", "scoring-benchmark", "scale-benchmark", "plot", "export"]
+            "convert-data", "gpu-latency", "scoring-benchmark", "scale-benchmark", "plot", "export", "zoo"]
 
 
 class BuildWithData(build_py):
@@ -25,10 +29,28 @@ class BuildWithData(build_py):
 
 setup(
     name="detectres",
-    version="0.1.0",
-    description="ResNet + Faster R-CNN (C4) object detection: faithful, fast, dependable",
-    long_description=open("README.md", encoding="utf-8").read(),
+    version=VERSION,
+    description="ResNet + Faster R-CNN object detection (C4 and FPN, Detectron2-compatible): faithful, fast, dependable",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
+    license_expression="Apache-2.0",
+    license_files=["LICENSE", "NOTICE", "THIRD_PARTY.md"],
+    keywords=["object detection", "faster r-cnn", "resnet", "detectron2", "computer vision", "pytorch", "coco"],
+    classifiers=[
+        "Development Status :: 4 - Beta",
+        "Intended Audience :: Developers",
+        "Intended Audience :: Science/Research",
+        "Operating System :: OS Independent",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
+    project_urls={"Download": "https://pypi.org/project/detectres/"},
     python_requires=">=3.10",
     packages=find_packages(include=["detectres", "detectres.*"]),
     install_requires=[
@@ -51,9 +73,10 @@ setup(
     # onnx + onnxruntime: the export tests run the exported file (and users who deploy with ONNX need them);
     # hypothesis: the property test that no stored config can make a restore import or read anything;
     # mlflow, wandb: runtime.loggers=[mlflow] / [wandb] (the tests read a run back with their clients);
-    # pytest-xdist: the suite runs in two processes (pytest.ini), both cores of a 2-core machine busy
+    # pytest-xdist: the suite runs in two processes (pytest.ini), both cores of a 2-core machine busy;
+    # build, twine: the release test builds the sdist and the wheel and runs `twine check` on them
     extras_require={"dev": ["pytest>=7.4", "pytest-xdist>=3.5", "hypothesis>=6.80", "onnx>=1.15", "onnxruntime>=1.17",
-                            "mlflow>=2.16", "wandb>=0.18"],
+                            "mlflow>=2.16", "wandb>=0.18", "build>=1.2", "twine>=6.1"],
                     "export": ["onnx>=1.15", "onnxruntime>=1.17"],
                     "mlflow": ["mlflow>=2.16"],
                     "wandb": ["wandb>=0.18"]},

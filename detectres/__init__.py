@@ -1,6 +1,6 @@
-"""detectres: ResNet + Faster R-CNN (C4) object detection, faithful and fast."""
+"""detectres: ResNet + Faster R-CNN (C4 and FPN) object detection, faithful and fast."""
 
-__version__ = "0.1.0"
+from detectres.version import __version__
 
 
 def __getattr__(name):

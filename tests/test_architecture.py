@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Bottom to top. A module may import from lower layers and from its own package; never from a higher
 # layer, nor from another package of its own layer.
 LAYERS = [
-    ("base", ["detectres.utils", "detectres.structures"]),
+    ("base", ["detectres.utils", "detectres.structures", "detectres.version"]),
     ("config", ["detectres.config"]),
     ("parts", ["detectres.modeling", "detectres.data"]),
     ("weights", ["detectres.weights"]),

@@ -88,7 +88,7 @@ def test_every_data_config_composes_and_instantiates(shapes_overrides, tmp_path)
     from detectres.data.checks import PROBLEM_KINDS
     from detectres.data.datasets.base import DetectionDataset
 
-    assert group_options("data") == ["coco", "coco8", "custom", "shapes", "voc07", "voc0712", "yolo"]
+    assert group_options("data") == ["coco", "coco8", "custom", "shapes", "shapes8", "voc07", "voc0712", "yolo"]
     for data in group_options("data"):
         cfg = compose_config("train", [f"data={data}"])
         for split in ("train", "val"):
@@ -105,6 +105,7 @@ def test_every_data_config_composes_and_instantiates(shapes_overrides, tmp_path)
     assert voc07["train"].pop("image_sets") == ["VOC2007/trainval"] and voc07 == voc0712
     # the ones with files here instantiate for real
     assert len(build_dataset(compose_config("train", ["data=coco8"]), "val")) == 4
+    assert len(build_dataset(compose_config("train", ["data=shapes8"]), "train")) == 4
     assert len(build_dataset(compose_config("train", shapes_overrides), "train")) == 24
     custom = compose_config("train", ["data=custom"])
     with pytest.raises(Exception, match="Missing mandatory value"):

@@ -24,7 +24,7 @@ from detectres.predictor import Detector
 from detectres.utils.file_io import atomic_write, atomic_write_text
 
 FORMATS = ("torchscript", "onnx")
-SAMPLE = os.path.join(DATA_DIR, "coco8", "val", "000000000042.jpg")
+SAMPLE = os.path.join(DATA_DIR, "shapes8", "val", "000000.png")  # shipped in the wheel too
 ONNX_AXES = {"image": {1: "height", 2: "width"}, "boxes": {0: "detections"}, "scores": {0: "detections"},
              "classes": {0: "detections"}}
 

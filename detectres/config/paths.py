@@ -27,6 +27,15 @@ def datasets_dir() -> str:
     return os.environ.get("DETECTRES_DATASETS", "datasets")
 
 
+def not_installed_hint(path: str) -> str:
+    """For a missing ``path`` inside an installed package's sample folder: why it is not there."""
+    samples = PACKAGE_DIR / "samples"
+    if DATA_DIR != samples or not os.path.abspath(path).startswith(str(samples) + os.sep):
+        return ""
+    return (" (an installed detectres ships only generated samples, data=shapes8: coco8 and the sample photos are "
+            "test data of the repository, see THIRD_PARTY.md; run from a checkout or point the path at a copy)")
+
+
 def package_data_dir() -> str:
     """The sample data shipped with detectres (``tests/data`` in a checkout, ``samples`` in a wheel)."""
     return str(DATA_DIR)

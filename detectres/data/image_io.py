@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from detectres.config.paths import not_installed_hint
+
 # EXIF orientations that swap width and height (90 / 270 degree rotations, with or without mirroring).
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 _EXIF_ORIENTATION_TAG = 274
@@ -101,5 +103,5 @@ def list_images(path: str, max_images: int = 0) -> list[str]:
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
         return files[:max_images] if max_images > 0 else files
     if not os.path.exists(path):
-        raise FileNotFoundError(f"input not found: {path}")
+        raise FileNotFoundError(f"input not found: {path}{not_installed_hint(path)}")
     return [path]

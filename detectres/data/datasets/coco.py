@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import msgspec
 
+from detectres.config.paths import not_installed_hint
 from detectres.data.checks import DataCheckError
 from detectres.data.datasets.base import DetectionDataset
 from detectres.data.record_cache import cached_records, read_bytes as read_file
@@ -48,7 +49,7 @@ class CategoriesOnly(msgspec.Struct):
 
 def read_bytes(ann_file: str) -> bytes:
     if not os.path.isfile(ann_file):
-        raise FileNotFoundError(f"annotation file not found: {ann_file}")
+        raise FileNotFoundError(f"annotation file not found: {ann_file}{not_installed_hint(ann_file)}")
     return read_file(ann_file)
 
 
@@ -99,7 +100,7 @@ class COCODataset(DetectionDataset):
     def __init__(self, *, image_dir: str, ann_file: str,
                  checks: Mapping[str, str] | None = None, filter_empty: bool = False):
         if not os.path.isdir(image_dir):
-            raise FileNotFoundError(f"image directory not found: {image_dir}")
+            raise FileNotFoundError(f"image directory not found: {image_dir}{not_installed_hint(image_dir)}")
         self.image_dir = image_dir
         self.ann_file = ann_file
         super().__init__(name=ann_file, image_root=image_dir, records=None, checks=checks,
@@ -108,7 +109,7 @@ class COCODataset(DetectionDataset):
     def checked_records(self, records: Any) -> Records:
         """The checked records of ``ann_file``, from the record cache when this content was checked before."""
         if not os.path.isfile(self.ann_file):
-            raise FileNotFoundError(f"annotation file not found: {self.ann_file}")
+            raise FileNotFoundError(f"annotation file not found: {self.ann_file}{not_installed_hint(self.ann_file)}")
         return cached_records(self.ann_file, key=[self.name, os.path.realpath(self.image_root), self.report.policies],
                               report=self.report,
                               check=lambda raw: clean_records(read_coco_json(self.ann_file, raw), source=self.name,

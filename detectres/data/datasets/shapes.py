@@ -23,6 +23,11 @@ from detectres.config.constraints import Range
 logger = logging.getLogger(__name__)
 
 CLASSES = ("circle", "rectangle", "triangle")
+# Every generated image states its licence in its own COCO metadata (``licenses`` + each image's ``license``):
+# the images are drawn by this code, and the project dedicates them to the public domain.
+LICENCE = {"id": 1, "name": "CC0 1.0 Universal (drawn by detectres' shapes generator)",
+           "url": "https://creativecommons.org/publicdomain/zero/1.0/"}
+SAMPLES = {"num_train": 4, "num_val": 4, "size": 192, "seed": 8}  # tests/data/shapes8, shipped in the wheel
 MAX_IMAGES = 100_000  # per split: ~0.5 GB of 192 px PNGs
 VERSION = 1  # bump when the generator changes, so cached copies are rebuilt
 
@@ -109,7 +114,7 @@ def write_split(root: str, split: str, count: int, size: int, seed: int) -> None
         img, objects = draw_image(rng, size)
         name = f"{i:06d}.png"
         cv2.imwrite(os.path.join(root, split, name), img)
-        images.append({"id": i + 1, "file_name": name, "width": size, "height": size})
+        images.append({"id": i + 1, "file_name": name, "width": size, "height": size, "license": LICENCE["id"]})
         for cls, (x1, y1, x2, y2) in objects:
             annotations.append({
                 "id": len(annotations) + 1, "image_id": i + 1, "category_id": cls + 1,
@@ -118,7 +123,8 @@ def write_split(root: str, split: str, count: int, size: int, seed: int) -> None
     categories = [{"id": k + 1, "name": n, "supercategory": "shape"} for k, n in enumerate(CLASSES)]
     os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
     with open(os.path.join(root, "annotations", f"instances_{split}.json"), "w") as f:
-        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+        json.dump({"info": {"description": f"detectres synthetic shapes ({split}, seed {seed})"},
+                   "licenses": [LICENCE], "images": images, "annotations": annotations, "categories": categories}, f)
 
 
 def generated_spec(root: str) -> dict | None:
@@ -197,3 +203,9 @@ def ensure_shapes_dataset(root: str, *, num_train: Annotated[int, Range(1, MAX_I
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def write_samples(root: str) -> str:
+    """The sample set the wheel ships (``tests/data/shapes8``): 4 train + 4 val generated images, so every
+    shipped image is one this project drew (``THIRD_PARTY.md``); a test holds the files to this function."""
+    return ensure_shapes_dataset(root, **SAMPLES)
