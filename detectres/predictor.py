@@ -1,4 +1,4 @@
-"""The prediction API: ``Detector.from_checkpoint(path).predict(bgr_image)``."""
+"""The prediction API: ``Detector.from_checkpoint(path).predict(bgr_image)``, or ``Detector.from_zoo(name)``."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,6 +10,7 @@ from detectres.utils.amp import autocast_context
 from detectres.utils.resize import resize_shortest_edge
 from detectres.utils.visualizer import draw_detections
 from detectres.weights.restore import RestoredModel, choice_overrides, require_weights, restore_model
+from detectres.weights.zoo import ZOO_PREFIX, zoo_entry
 
 
 class Detector:
@@ -65,6 +66,15 @@ class Detector:
         if weights is not None:
             cfg.model.weights = weights
         return cls.from_restored(restore_model(cfg, class_names=class_names))
+
+    @classmethod
+    def from_zoo(cls, name: str, overrides: list[str] | tuple[str, ...] = (), device: str = "auto",
+                 class_names: list[str] | None = None) -> "Detector":
+        """Build the model zoo entry ``name``'s model config and load its weights (``model.weights=zoo:NAME``:
+        downloaded once into the cache, see :mod:`detectres.weights.zoo`); ``overrides`` apply on top."""
+        entry = zoo_entry(name)
+        return cls.from_config(entry.config, weights=f"{ZOO_PREFIX}{entry.name}",
+                               overrides=[*entry.overrides, *overrides], device=device, class_names=class_names)
 
     @torch.no_grad()
     def predict(self, image: np.ndarray | list[np.ndarray]) -> dict | list[dict]:

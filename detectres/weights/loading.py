@@ -1,5 +1,6 @@
 """Read any supported weight file into detectres names, check it fits the model, and load it.
 
+``path`` may be ``zoo:NAME``: the model zoo's file (:mod:`detectres.weights.zoo`), read the same way.
 Formats: ``detectres`` (checkpoints written by training or ``tools/convert_weights.py``),
 ``torchvision`` (ImageNet ResNet state_dicts), ``msra`` (Caffe2 ImageNet ResNet pickles) and
 ``detectron2`` (model-zoo ``.pkl`` and Detectron2 ``.pth`` Faster R-CNN C4 and FPN checkpoints).
@@ -25,6 +26,7 @@ from detectres.weights.safe_pickle import safe_load_pickle
 from detectres.weights.torchvision import (
     IMAGENET_RGB_MEAN, IMAGENET_RGB_STD, convert_torchvision_resnet, split_for_c4,
 )
+from detectres.weights.zoo import local_weights
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +89,7 @@ def check_tensors(state: dict, path: str) -> None:
 
 
 def read_raw(path: str):
+    path = local_weights(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.endswith(".pkl"):
@@ -119,7 +122,9 @@ def detect_format(obj, path: str) -> str:
 def read_weights(path: str, format: str | None = None, *, trusted: Mapping[str, str] | None = None) -> Weights:
     """Read ``path`` in ``format`` (detected from the contents when None) into detectres names.
     ``trusted``: the caller's own config's targets by place, which a stored config may name too
-    (see :func:`detectres.config.safety.check_stored_config`)."""
+    (see :func:`detectres.config.safety.check_stored_config`). ``zoo:NAME`` reads the model zoo entry's
+    file, downloaded first if it is not in the cache (:mod:`detectres.weights.zoo`)."""
+    path = local_weights(path)
     weights = convert_weights(read_raw(path), path, format, trusted)
     check_tensors(weights.state_dict, path)
     return weights
