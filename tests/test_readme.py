@@ -20,7 +20,7 @@ SCRIPTS = {"tools/train_net.py": "detectres-train", "tools/test_net.py": "detect
            "tools/convert_weights.py": "detectres-convert", "tools/export.py": "detectres-export",
            "tools/plot_results.py": "detectres-plot", "tools/gpu_latency.py": "detectres-gpu-latency",
            "tools/scoring_benchmark.py": "detectres-scoring-benchmark",
-           "tools/scale_benchmark.py": "detectres-scale-benchmark"}
+           "tools/scale_benchmark.py": "detectres-scale-benchmark", "tools/zoo.py": "detectres-zoo"}
 
 
 def readme_commands() -> list[tuple[str, list[str]]]:
