@@ -244,3 +244,11 @@ def test_command_line(server, downloaded, capsys):
     assert capsys.readouterr().out.strip() == cached_path(CATALOG[NAME])
     assert zoo_main(["download", NAME]) == 0
     assert capsys.readouterr().out.strip() == f"{NAME}: {downloaded[0]} (already in the cache)"
+
+
+def test_predictions_of_a_zoo_model_go_under_outputs_not_into_the_cache():
+    from detectres.apps.predict import default_output_dir
+
+    assert default_output_dir("zoo:faster_rcnn_R_50_C4_1x") == os.path.join("outputs", "faster_rcnn_R_50_C4_1x",
+                                                                             "predictions")
+    assert default_output_dir("/runs/a/model_final.pth") == "/runs/a/predictions"

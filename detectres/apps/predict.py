@@ -27,6 +27,7 @@ from detectres.predictor import Detector
 from detectres.utils.env import set_threads
 from detectres.utils.file_io import atomic_write_text
 from detectres.utils.outputs import refuse_overwriting, write_image
+from detectres.weights.zoo import ZOO_PREFIX
 
 CSV_FIELDS = ("file", "frame", "height", "width", "x1", "y1", "x2", "y2", "score", "label", "class")
 
@@ -127,10 +128,19 @@ class Outputs:
         return os.path.join(self.output_dir, name)
 
 
+def default_output_dir(weights_file: str) -> str:
+    """``predictions/`` beside the weights; for a model zoo name (its file sits in the cache),
+    ``outputs/NAME/predictions`` under the working folder."""
+    if weights_file.startswith(ZOO_PREFIX):
+        return os.path.join("outputs", weights_file[len(ZOO_PREFIX):], "predictions")
+    return os.path.join(os.path.dirname(os.path.abspath(weights_file)), "predictions")
+
+
 def predict(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> list[str]:
     """Detections of ``checkpoint=`` (or ``model=... model.weights=``) on ``source`` (an image, a folder, a
     video; null: the validation images of the model's data), drawn and/or saved into ``runtime.output_dir``
-    (null: ``predictions/`` beside the weights). Returns the paths written."""
+    (null: ``predictions/`` beside the weights; ``outputs/NAME/predictions`` for ``zoo:NAME``). Returns the paths
+    written."""
     set_threads(cfg.runtime.num_threads)
     detector = Detector.from_app_config(cfg, overrides)
     spec = str(cfg.source or validation_image_folder(detector.config.data.val))
@@ -139,7 +149,7 @@ def predict(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> lis
                          "image, a folder or a video file")
     source = open_source(spec)
     weights_file = cfg.checkpoint or cfg.model.weights
-    output_dir = cfg.runtime.output_dir or os.path.join(os.path.dirname(os.path.abspath(weights_file)), "predictions")
+    output_dir = cfg.runtime.output_dir or default_output_dir(weights_file)
     inputs = source.paths if isinstance(source, ImageFolderSource) else [spec]
     refuse_overwriting([os.path.join(output_dir, os.path.basename(p)) for p in inputs] +
                        [os.path.join(output_dir, n) for n in ("detections.json", "detections.csv",
