@@ -309,3 +309,8 @@ def test_a_node_where_a_node_belongs():
     validate_tool_config("eval", compose_config("eval", ["data=custom", "data.val.image_dir=d", "data.val.ann_file=f"]))
     with pytest.raises(ConfigError, match=r"^data.val.image_dir: missing"):
         validate_tool_config("eval", compose_config("eval", ["data=custom"]))
+    # a checkpoint brings its own data paths (a data=custom model evaluated with checkpoint=X alone)
+    for tool in ("eval", "predict"):
+        validate_tool_config(tool, compose_config(tool, ["data=custom", "checkpoint=run/model_final.pth"]))
+    with pytest.raises(ConfigError, match=r"^data.val.image_dir: missing"):
+        validate_tool_config("predict", compose_config("predict", ["data=custom", "model.weights=w.pth"]))

@@ -28,14 +28,15 @@ def check_data_policies(data: DictConfig, path: str) -> None:
 
 class ChecksData:
     """A tool that loads the validation data: its ``data.checks`` policies are checked, and ``data.val``
-    must be complete (``data.train`` may stay unset: ``missing_ok``)."""
+    must be complete unless a ``checkpoint`` brings its own (``data.train`` may stay unset: ``missing_ok``)."""
 
-    missing_ok = ("data.train",)
+    missing_ok = ("data.train", "data.val")
 
     @staticmethod
     def cross_check(node: DictConfig, path: str) -> None:
         check_data_policies(node.data, "data")
-        require_complete(node.data.val, "data.val")
+        if not node.get("checkpoint"):  # a checkpoint's stored data (data=custom's paths) replaces this node
+            require_complete(node.data.val, "data.val")
 
 
 @dataclass
@@ -131,7 +132,7 @@ class PredictConfig(RestoresModel):
 
     @staticmethod
     def cross_check(node: DictConfig, path: str) -> None:
-        if node.source is None:  # the default source is the validation images' folder
+        if node.source is None and not node.checkpoint:  # the default source: the validation images' folder
             require_complete(node.data.val, "data.val")
 
 
