@@ -126,7 +126,7 @@ def test_fine_tuning_on_other_classes_starts_the_class_layers_afresh_in_one_line
     path = os.path.join(tiny_trained, "model_final.pth")
     cfg = compose_config("train", ["model=quickstart", f"model.weights={path}", "runtime.device=cpu"])
     five = ["a", "b", "c", "d", "e"]
-    with pytest.raises(WeightsMismatchError, match="was trained for 3 classes and this run has 5: to fine-tune on "
+    with pytest.raises(WeightsMismatchError, match="was trained for 3 classes and this run has 5 classes: to fine-tune on "
                                                    "these classes pass strict_weights=false"):
         restore_model(cfg, class_names=five)
     caplog.set_level("INFO")
@@ -138,6 +138,18 @@ def test_fine_tuning_on_other_classes_starts_the_class_layers_afresh_in_one_line
     state = load_checkpoint(path)["model"]
     assert torch.equal(model.state_dict()["backbone.stem.conv1.weight"], state["backbone.stem.conv1.weight"])
     assert model.roi_heads.box_predictor.cls_score.out_features == 6
+    # as many classes under other names (or in another order) is other classes too: not loaded as if the same
+    other = ["star", "cross", "moon"]
+    with pytest.raises(WeightsMismatchError, match="trained for classes circle, rectangle, triangle and this run has "
+                                                   "classes star, cross, moon: to fine-tune"):
+        restore_model(cfg, class_names=other)
+    caplog.clear()
+    model = restore_model(cfg, class_names=other, strict=False).model
+    assert [r.getMessage() for r in caplog.records if "fine-tuning" in r.getMessage()][0].startswith(
+        f"fine-tuning {path}, trained for classes circle, rectangle, triangle, on classes star, cross, moon: ")
+    assert not torch.equal(model.state_dict()["roi_heads.box_predictor.cls_score.weight"],
+                           state["roi_heads.box_predictor.cls_score.weight"])
+    restore_model(cfg, class_names=["circle", "rectangle", "triangle"])  # the same classes load strictly
 
 
 def wandb_installed() -> bool:

@@ -142,7 +142,7 @@ def test_detectron2_format_and_strict_loading(tmp_path, suffix):
         assert torch.equal(dst.state_dict()[k], v), k
     # a new class count: strict refuses and names both counts, strict=False starts the class layers afresh
     small = build_model(cfg.model, num_classes=3)
-    with pytest.raises(WeightsMismatchError, match="was trained for 80 classes and this run has 3: to fine-tune on "
+    with pytest.raises(WeightsMismatchError, match="was trained for 80 classes and this run has 3 classes: to fine-tune on "
                                                    "these classes pass strict_weights=false, which starts "
                                                    "roi_heads.box_predictor.bbox_pred, roi_heads.box_predictor.cls_score"):
         load_model_weights(small, str(path))

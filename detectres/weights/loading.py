@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -290,37 +290,49 @@ def class_specific_prefixes(model: nn.Module) -> tuple[str, ...]:
     return tuple(f"{name}." for name, module in model.named_modules() if getattr(type(module), "class_specific", False))
 
 
-def class_count_change(model: nn.Module, weights: Weights) -> tuple[int, int, tuple[str, ...]] | None:
-    """(the file's class count, the model's, the class-specific prefixes) when the file's class-specific
-    layers are sized for another number of classes; None when they fit (or the file has none)."""
+def class_change(model: nn.Module, weights: Weights, class_names: Sequence[str] | None = None
+                 ) -> tuple[str, str, tuple[str, ...]] | None:
+    """(the file's classes, the run's, the class-specific prefixes), each said in words, when the file's
+    class-specific layers are for other classes: sized for another number of them, or (both named) for
+    other names or another order. None when they fit (or the file has none)."""
     prefixes = class_specific_prefixes(model)
     own = model.state_dict()
     for key, value in weights.state_dict.items():
         if key.startswith(prefixes) and key.endswith("cls_score.weight") and key in own:
-            if value.shape[0] != own[key].shape[0]:
-                return value.shape[0] - 1, own[key].shape[0] - 1, prefixes  # K + 1 logits: background last
+            if value.shape[0] != own[key].shape[0]:  # K + 1 logits: background last
+                return f"{value.shape[0] - 1} classes", f"{own[key].shape[0] - 1} classes", prefixes
+            if weights.class_names and class_names and list(weights.class_names) != list(class_names):
+                return f"classes {named(weights.class_names)}", f"classes {named(class_names)}", prefixes
     return None
 
 
-def load_weights_into(model: nn.Module, weights: Weights, *, strict: bool = True, source: str = "weights"):
-    """Load ``weights``; a file trained for another number of classes needs ``strict=False`` (fine-tuning),
-    and then its class-specific layers are left at their initialisation, said in one line."""
+def named(names: Sequence[str], most: int = 6) -> str:
+    """``a, b, c`` (the first ``most`` and a count beyond them)."""
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown}, ... ({len(names)} in all)"
+
+
+def load_weights_into(model: nn.Module, weights: Weights, *, strict: bool = True, source: str = "weights",
+                      class_names: Sequence[str] | None = None):
+    """Load ``weights``; a file trained for other classes (another count, or other ``class_names``) needs
+    ``strict=False`` (fine-tuning), and then its class-specific layers are left at their initialisation, said
+    in one line."""
     check_conventions(model, weights, source)
     state = weights.state_dict
     expected_missing: tuple[str, ...] = ()
     if weights.backbone_only:  # the detector's own layers start from their initialisation
         state = place_backbone_weights(model, state)
         expected_missing = untrained_prefixes(model)
-    change = class_count_change(model, weights)
+    change = class_change(model, weights, class_names)
     reinitialised: tuple[str, ...] = ()
     if change is not None:
         had, has, prefixes = change
         layers = ", ".join(sorted({k.rsplit(".", 1)[0] for k in model.state_dict() if k.startswith(prefixes)}))
         if strict:
-            raise WeightsMismatchError(f"{source} was trained for {had} classes and this run has {has}: to fine-tune "
+            raise WeightsMismatchError(f"{source} was trained for {had} and this run has {has}: to fine-tune "
                                        f"on these classes pass strict_weights=false, which starts {layers} afresh")
-        logger.info("fine-tuning %s, trained for %d classes, on %d classes: %s start afresh, every other layer is "
-                    "loaded", source, had, has, layers)
+        logger.info("fine-tuning %s, trained for %s, on %s: %s start afresh, every other layer is loaded",
+                    source, had, has, layers)
         reinitialised = prefixes
     return load_state_dict_checked(model, with_aliases(model, state, source), strict=strict,
                                    source=source, expected_missing=expected_missing, reinitialised=reinitialised)

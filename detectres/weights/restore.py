@@ -138,8 +138,8 @@ def build_restored(cfg: DictConfig, weights: Weights | None, source: str | None,
     ``weights`` (strictly unless told otherwise) and move it to ``cfg.runtime.device``."""
     names = list(class_names or (weights.class_names if weights else None) or dataset_class_names(cfg.data))
     model = build_model(cfg.model, num_classes=len(names))
-    if weights is not None:
-        load_weights_into(model, weights, strict=strict, source=source)
+    if weights is not None:  # named classes other than the file's are a class change, as another count is
+        load_weights_into(model, weights, strict=strict, source=source, class_names=names)
     model.to(resolve_device(cfg.runtime.device))
     return RestoredModel(model, cfg, names, source)
 
