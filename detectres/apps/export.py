@@ -59,8 +59,11 @@ def write_model_files(model: torch.nn.Module, example: torch.Tensor, output_dir:
     paths = {}
     # The tracer warns about Python-side sizes (e.g. how many RoIs there are) that only steer the
     # choice of fast paths; the graph keeps every size dynamic (tests run the files at several sizes).
+    # torch 2.9+ also announces that TorchScript is deprecated (FutureWarning) at each jit call: the file is
+    # still written and read by the torch versions setup.py accepts; the README says so once
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")
         if "torchscript" in formats:
             paths["torchscript"] = os.path.join(output_dir, "model.ts")
             traced = torch.jit.trace(wrapper, (example,), check_trace=False)
@@ -74,7 +77,7 @@ def write_model_files(model: torch.nn.Module, example: torch.Tensor, output_dir:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("checkpoint", help="a detectres checkpoint (model_final.pth)")
     p.add_argument("output_dir")
     p.add_argument("--formats", default="torchscript,onnx", help="comma-separated: torchscript, onnx")

@@ -30,7 +30,7 @@ DEFAULT_IMAGE = os.path.join(DATA_DIR, "coco8", "val", "000000000042.jpg")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--model", default="r101_c4", help="a config in configs/model/")
     p.add_argument("--image", default=DEFAULT_IMAGE)
     p.add_argument("--min-size", type=int, default=800)

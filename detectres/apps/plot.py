@@ -10,7 +10,7 @@ from detectres.evaluation.plots import write_evaluation_plots
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("folders", nargs="+", help="output folders holding eval.json (a training run or test_net output)")
     a = p.parse_args(argv)
     for folder in a.folders:

@@ -9,7 +9,7 @@ from detectres.data.datasets.shapes import write_samples
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("folder", nargs="?", default="tests/data/shapes8")
     print(write_samples(parser.parse_args(argv).folder))
     return 0

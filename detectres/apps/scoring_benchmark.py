@@ -67,7 +67,7 @@ def ground_truth_index(dataset: dict) -> COCO:
 
 def main(argv: list[str] | None = None) -> dict:
     """Print the set's size, then per engine its seconds and AP / AP50 / AP75; returns the figures."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--images", type=int, default=5000)
     p.add_argument("--classes", type=int, default=80)
     p.add_argument("--false-per-image", type=int, default=82)

@@ -31,7 +31,7 @@ def print_table(entries: list[ZooEntry]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     sub = p.add_subparsers(dest="action", required=True)
     sub.add_parser("list", help="the catalog: name, kind, model config, box AP, top-1, whether cached, URL")
     get = sub.add_parser("download", help="download entries into the cache (once; a cached file is kept)")
