@@ -74,10 +74,12 @@ setup(
     # hypothesis: the property test that no stored config can make a restore import or read anything;
     # mlflow, wandb: runtime.loggers=[mlflow] / [wandb] (the tests read a run back with their clients);
     # pytest-xdist: the suite runs in two processes (pytest.ini), both cores of a 2-core machine busy;
-    # build, twine: the release test builds the sdist and the wheel and runs `twine check` on them
+    # build, twine: the release test builds the sdist and the wheel and runs `twine check` on them;
+    # openvino, nncf: export --formats openvino (--precision int8 quantizes with NNCF) and running export folders
     extras_require={"dev": ["pytest>=7.4", "pytest-xdist>=3.5", "hypothesis>=6.80", "onnx>=1.15", "onnxruntime>=1.17",
-                            "mlflow>=2.16", "wandb>=0.18", "build>=1.2", "twine>=6.1"],
+                            "mlflow>=2.16", "wandb>=0.18", "build>=1.2", "twine>=6.1", "openvino>=2024.4", "nncf>=2.14"],
                     "export": ["onnx>=1.15", "onnxruntime>=1.17"],
+                    "openvino": ["onnx>=1.15", "openvino>=2024.4", "nncf>=2.14"],
                     "mlflow": ["mlflow>=2.16"],
                     "wandb": ["wandb>=0.18"]},
     cmdclass={"build_py": BuildWithData},

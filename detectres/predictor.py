@@ -1,6 +1,8 @@
 """The prediction API: ``Detector.from_checkpoint(path).predict(bgr_image)``, or ``Detector.from_zoo(name)``."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from omegaconf import DictConfig
@@ -55,6 +57,15 @@ class Detector:
         ``overrides`` (``key=value``) change it, e.g. ``model.roi_heads.score_thresh=0.3``."""
         overrides = [*choice_overrides(path, overrides), f"runtime.device={device}", *overrides]
         return cls.from_restored(restore_model(compose_config("predict", overrides), overrides, checkpoint=path))
+
+    @classmethod
+    def from_export(cls, folder: str, overrides: list[str] | tuple[str, ...] = ()) -> "Detector":
+        """An export folder (``tools/export.py``) run by its engine (OpenVINO where it holds an IR, else ONNX
+        Runtime) on the CPU, with its class names, resize and recipe from ``export.json``; ``overrides``
+        may change the tool's keys, not the model's (its graph is fixed)."""
+        if not os.path.isfile(os.path.join(folder, "export.json")):
+            raise FileNotFoundError(f"{folder}: not an export folder (no export.json); tools/export.py writes one")
+        return cls.from_checkpoint(folder, overrides)
 
     @classmethod
     def from_config(cls, name: str = "quickstart", weights: str | None = None,

@@ -61,7 +61,9 @@ def test_time_model(composed: DictConfig, restored: RestoredModel) -> nn.Module:
 def evaluate_process(composed: DictConfig, overrides) -> dict:
     require_weights(composed, "evaluate")
     cfg, weights, source = restore_config(composed, overrides, checkpoint=composed.checkpoint)
-    output_dir = cfg.runtime.output_dir or os.path.join(os.path.dirname(os.path.abspath(source)), "eval")
+    # beside a checkpoint file; inside an export folder
+    base = source if os.path.isdir(source) else os.path.dirname(os.path.abspath(source))
+    output_dir = cfg.runtime.output_dir or os.path.join(base, "eval")
     with RankZeroLock(output_dir):
         return evaluate_into(composed, cfg, weights, source, output_dir)
 

@@ -133,6 +133,8 @@ def default_output_dir(weights_file: str) -> str:
     ``outputs/NAME/predictions`` under the working folder."""
     if weights_file.startswith(ZOO_PREFIX):
         return os.path.join("outputs", weights_file[len(ZOO_PREFIX):], "predictions")
+    if os.path.isdir(weights_file):  # an export folder
+        return os.path.join(weights_file, "predictions")
     return os.path.join(os.path.dirname(os.path.abspath(weights_file)), "predictions")
 
 

@@ -82,7 +82,8 @@ def precision_name(amp: bool | str | None, device_type: str) -> str:
 def autocast_context(model: torch.nn.Module, amp: bool | str | None):
     """Autocast on the model's device in the dtype ``amp`` asks for (see :func:`effective_dtype`); a no-op
     when it is off."""
-    device_type = next(model.parameters()).device.type
+    device = getattr(model, "device", None)  # a model without parameters (an engine) names its device
+    device_type = (device if isinstance(device, torch.device) else next(model.parameters()).device).type
     dtype = effective_dtype(amp, device_type)
     if dtype is None:
         return contextlib.nullcontext()

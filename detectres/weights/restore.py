@@ -23,8 +23,9 @@ from detectres.config.validation import validate
 from detectres.config.targets import targets_in
 from detectres.data.build import dataset_class_names
 from detectres.modeling.build import build_model
+from detectres.modeling.deployed import DeployedDetector, is_export_dir, read_export_info
 from detectres.utils.env import resolve_device
-from detectres.config.safety import read_stored_config
+from detectres.config.safety import check_class_names, read_stored_config
 from detectres.weights.loading import Weights, load_weights_into, read_raw, read_weights
 
 RECIPE_NODES = ("model", "input", "data")
@@ -66,8 +67,29 @@ def require_weights(cfg: DictConfig, action: str) -> None:
 
 def read_for(cfg: DictConfig, path: str) -> Weights:
     """``path`` read (its stored config read as checked, literal data) with the targets of the caller's own
-    ``cfg`` trusted at their places."""
+    ``cfg`` trusted at their places; an export folder gives its recipe and class names (no weights: an
+    engine runs its files)."""
+    if is_export_dir(path):
+        return read_export(path, targets_in(cfg))
     return read_weights(path, trusted=targets_in(cfg))
+
+
+def read_export(folder: str, trusted) -> Weights:
+    """An export folder (``tools/export.py``) as a recipe: export.json's stored config, checked as a
+    checkpoint's is, and its class names."""
+    info = read_export_info(folder)
+    where = os.path.join(folder, "export.json")
+    config = read_stored_config(info["config"], where, trusted) if info.get("config") is not None else None
+    return Weights({}, "export", {"export_dir": folder}, check_class_names(info["class_names"], where), config)
+
+
+def refuse_model_overrides(folder: str, overrides: list[str] | tuple[str, ...]) -> None:
+    """An export's graph is fixed: a ``model.*`` or ``input.*`` override cannot reach it."""
+    fixed = [o for o in overrides if override_key(o).startswith(("model.", "input.", "model=", "input="))
+             or override_key(o) in ("model", "input")]
+    if fixed:
+        raise ValueError(f"checkpoint={folder} is an exported model, whose graph and resize are fixed: "
+                         f"{', '.join(fixed)} cannot change it (export the checkpoint again with that setting)")
 
 
 def choice_overrides(path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> list[str]:
@@ -126,6 +148,8 @@ def restore_config(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = (),
         if not weights.config:
             raise ValueError(f"{checkpoint} carries no config: pass model=NAME model.weights={checkpoint} "
                              "instead of checkpoint=")
+        if weights.format == "export":
+            refuse_model_overrides(checkpoint, overrides)
         return checked_recipe(recipe_config(cfg, weights.config, overrides)), weights, checkpoint
     if cfg.model.weights:
         return checked_recipe(cfg), read_for(cfg, cfg.model.weights), cfg.model.weights
@@ -137,6 +161,11 @@ def build_restored(cfg: DictConfig, weights: Weights | None, source: str | None,
     """Build ``cfg.model`` for ``class_names`` (else the weights', else the data config's), load
     ``weights`` (strictly unless told otherwise) and move it to ``cfg.runtime.device``."""
     names = list(class_names or (weights.class_names if weights else None) or dataset_class_names(cfg.data))
+    if weights is not None and weights.format == "export":
+        if list(names) != list(weights.class_names):
+            raise ValueError(f"{source} was exported for classes {weights.class_names}, not {names}")
+        return RestoredModel(DeployedDetector(weights.meta["export_dir"], threads=cfg.runtime.num_threads), cfg,
+                             names, source)
     model = build_model(cfg.model, num_classes=len(names))
     if weights is not None:  # named classes other than the file's are a class change, as another count is
         load_weights_into(model, weights, strict=strict, source=source, class_names=names)
