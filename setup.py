@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent
 PACKAGE_DATA_DIRS = {"configs": "configs", "tests/data/shapes8": "samples/shapes8"}
 VERSION = re.search(r'^__version__ = "([^"]+)"$', (ROOT / "detectres" / "version.py").read_text(), re.M).group(1)
 COMMANDS = ["train", "test", "predict", "demo", "check-data", "ablation", "benchmark", "train-benchmark", "convert",
-            "convert-data", "gpu-latency", "scoring-benchmark", "scale-benchmark", "plot", "export", "zoo"]
+            "convert-data", "gpu-latency", "scoring-benchmark", "scale-benchmark", "plot", "export", "zoo",
+            "deploy-benchmark"]
 
 
 class BuildWithData(build_py):

@@ -27,6 +27,7 @@ COMMANDS = {
     "detectres-scale-benchmark": ("scale_benchmark", "main", None),
     "detectres-plot": ("plot", "main", None),
     "detectres-export": ("export", "main", None),
+    "detectres-deploy-benchmark": ("deploy_benchmark", "main", None),
     "detectres-zoo": ("zoo", "main", None),
 }
 
