@@ -125,3 +125,28 @@ def test_a_missing_engine_and_corrupt_files_are_one_line(exported, tmp_path, mon
     res = run_tool("test_net.py", f"checkpoint={tmp_path / 'model_bin'}", "runtime.num_threads=1")
     assert res.returncode == 1 and res.stderr.strip().splitlines()[-1].startswith(
         f"detectres: error: {tmp_path / 'model_bin' / 'model.xml'}: OpenVINO cannot load it")
+
+
+def test_openvino_fp32_gives_eager_detections_on_the_detectron2_fpn_fixture(tmp_path):
+    """The Detectron2 R50-FPN fixture weights (real boxes, 1000 proposals) at 800 px on img.jpg: OpenVINO fp32
+    detections are eager fp32's (same class, IoU >= 0.99, score within 1e-3)."""
+    import cv2
+    from detectron2_weights import FIXTURE, detectron2_state, write_model_zoo_pkl
+
+    from detectres.apps.export import export_detector
+
+    state = detectron2_state(schema_file=os.path.join("fpn", "schema_R50_FPN.json"))
+    weights = write_model_zoo_pkl(tmp_path / "model_final_fpn_fixture.pkl", state)
+    detector = Detector.from_config("r50_fpn", weights=str(weights), overrides=["model.roi_heads.score_thresh=0.0"],
+                                    device="cpu")
+    export_detector(detector, str(tmp_path / "ov"), ("openvino",))
+    deployed_model = DeployedDetector(str(tmp_path / "ov"), threads=2)
+    inputs = detector.prepare(cv2.imread(os.path.join(FIXTURE, "img.jpg")))
+    torch.set_num_threads(2)
+    try:
+        ref = detector.model.inference([inputs])[0]
+        assert len(ref["scores"]) == 100
+        [out] = deployed_model.inference([inputs])
+        assert_same_detections(ref, out["pred_boxes"], out["scores"], out["pred_classes"])
+    finally:
+        torch.set_num_threads(1)

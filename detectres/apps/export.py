@@ -45,6 +45,16 @@ ONNX_AXES = {"image": {1: "height", 2: "width"}, "boxes": {0: "detections"}, "sc
 def export(checkpoint: str, output_dir: str, formats: tuple[str, ...] = ("torchscript", "onnx"), opset: int = 17,
            *, precision: str = "fp32", calibration: str | None = None, calibration_size: int = 32) -> dict[str, str]:
     """Write the files of ``formats`` and export.json into ``output_dir``; returns their paths."""
+    formats = check_request(formats, precision)
+    detector = Detector.from_checkpoint(checkpoint, device="cpu")
+    images = calibration_inputs(detector, calibration, calibration_size) if precision == "int8" else None
+    # the recipe, literal data as the checkpoint stores it: test_net on the folder evaluates on its data
+    return export_detector(detector, output_dir, formats, opset, precision=precision, calibration=images,
+                           source=os.path.abspath(checkpoint), config=read_raw(checkpoint).get("config"))
+
+
+def check_request(formats: tuple[str, ...], precision: str) -> tuple[str, ...]:
+    """The formats asked for (``all``: every one), refused in one line before any work when they cannot be made."""
     formats = FORMATS if tuple(formats) == ("all",) else tuple(formats)
     unknown = set(formats) - set(FORMATS)
     if unknown:
@@ -54,21 +64,26 @@ def export(checkpoint: str, output_dir: str, formats: tuple[str, ...] = ("torchs
     if precision != "fp32" and "openvino" not in formats:
         raise ValueError(f"--precision {precision} is an OpenVINO precision: add openvino to --formats")
     if "openvino" in formats:
-        engine_module("openvino")  # a missing engine stops here, before any work
-    detector = Detector.from_checkpoint(checkpoint, device="cpu")
+        engine_module("openvino")  # a missing engine stops here
+    return formats
+
+
+@torch.no_grad()
+def export_detector(detector: Detector, output_dir: str, formats: tuple[str, ...], opset: int = 17, *,
+                    precision: str = "fp32", calibration: list[np.ndarray] | None = None, source: str | None = None,
+                    config: dict | None = None) -> dict[str, str]:
+    """The files of ``formats`` for ``detector`` (OpenVINO INT8 quantized on the prepared ``calibration``
+    inputs) and export.json, which carries ``config`` (a stored recipe) for the tools that run the folder."""
     example = detector.prepare(read_image_file(SAMPLE))["image"]  # traced once; any size runs afterwards
     paths = write_model_files(detector.model, example, output_dir, tuple(f for f in formats if f != "openvino"), opset)
     if "openvino" in formats:
-        images = calibration_inputs(detector, calibration, calibration_size) if precision == "int8" else None
-        paths["openvino"] = write_openvino(detector.model, example, output_dir, opset, images)
-    info = {"checkpoint": os.path.abspath(checkpoint), "files": {k: os.path.basename(v) for k, v in paths.items()},
-            "precision": precision,
+        paths["openvino"] = write_openvino(detector.model, example, output_dir, opset, calibration)
+    info = {"checkpoint": source, "files": {k: os.path.basename(v) for k, v in paths.items()}, "precision": precision,
             "input": "image: (3, H, W) uint8 BGR, resized with the shortest-edge rule below",
             "resize": {"min_size": detector.min_size, "max_size": detector.max_size,
                        "interpolation": detector.interpolation},
             "outputs": ["boxes (D, 4) XYXY in input pixels", "scores (D,)", "classes (D,) in 0..K-1"],
-            "class_names": detector.class_names,
-            "config": read_raw(checkpoint).get("config")}  # the recipe, literal data as the checkpoint stores it
+            "class_names": detector.class_names, "config": config}
     paths["info"] = os.path.join(output_dir, "export.json")
     atomic_write_text(json.dumps(info, indent=2), paths["info"])
     return paths
