@@ -25,6 +25,7 @@ from detectres.config import DATA_DIR, checkpoint_config, compose_config
 from detectres.data.coco_names import COCO_CLASSES
 from detectres.data.image_io import list_images, read_image_file
 from detectres.modeling.build import build_model
+from detectres.modeling.deployed import DeployedDetector
 from detectres.predictor import Detector
 from detectres.utils.amp import cpu_runs_natively, describe_cpu
 from detectres.utils.file_io import atomic_torch_save
@@ -72,10 +73,10 @@ def detectors(name: str, work: str, threads: int) -> dict[str, Detector]:
         print(f"{MODELS[name]}: exported OpenVINO {precision} in {time.perf_counter() - start:.1f} s")
         detector = Detector.from_export(folder)
         out[f"openvino {precision}"] = detector
-        if precision == "fp32":
-            onnx = Detector.from_export(folder)
-            onnx.model = type(detector.model)(folder, engine="onnxruntime", threads=threads)
-            out["onnxruntime fp32"] = onnx
+        if precision == "fp32":  # the same folder's ONNX file, in ONNX Runtime
+            out["onnxruntime fp32"] = Detector(DeployedDetector(folder, engine="onnxruntime", threads=threads),
+                                               class_names=detector.class_names, min_size=detector.min_size,
+                                               max_size=detector.max_size, interpolation=detector.interpolation)
     return out
 
 

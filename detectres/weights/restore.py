@@ -85,8 +85,7 @@ def read_export(folder: str, trusted) -> Weights:
 
 def refuse_model_overrides(folder: str, overrides: list[str] | tuple[str, ...]) -> None:
     """An export's graph is fixed: a ``model.*`` or ``input.*`` override cannot reach it."""
-    fixed = [o for o in overrides if override_key(o).startswith(("model.", "input.", "model=", "input="))
-             or override_key(o) in ("model", "input")]
+    fixed = [o for o in overrides if override_key(o).split(".")[0] in ("model", "input")]
     if fixed:
         raise ValueError(f"checkpoint={folder} is an exported model, whose graph and resize are fixed: "
                          f"{', '.join(fixed)} cannot change it (export the checkpoint again with that setting)")
