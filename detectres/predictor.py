@@ -1,8 +1,6 @@
 """The prediction API: ``Detector.from_checkpoint(path).predict(bgr_image)``, or ``Detector.from_zoo(name)``."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 from omegaconf import DictConfig
@@ -11,6 +9,7 @@ from detectres.config import compose_config
 from detectres.utils.amp import autocast_context
 from detectres.utils.resize import resize_shortest_edge
 from detectres.utils.visualizer import draw_detections
+from detectres.modeling.deployed import is_export_dir
 from detectres.weights.restore import RestoredModel, choice_overrides, require_weights, restore_model
 from detectres.weights.zoo import ZOO_PREFIX, zoo_entry
 
@@ -63,7 +62,7 @@ class Detector:
         """An export folder (``tools/export.py``) run by its engine (OpenVINO where it holds an IR, else ONNX
         Runtime) on the CPU, with its class names, resize and recipe from ``export.json``; ``overrides``
         may change the tool's keys, not the model's (its graph is fixed)."""
-        if not os.path.isfile(os.path.join(folder, "export.json")):
+        if not is_export_dir(folder):
             raise FileNotFoundError(f"{folder}: not an export folder (no export.json); tools/export.py writes one")
         return cls.from_checkpoint(folder, overrides)
 

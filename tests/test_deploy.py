@@ -195,3 +195,21 @@ def test_bf16_and_int8_keep_the_box_ap_of_a_trained_quickstart(name, quickstart_
     # kernels: it is held to 0.5; the full-precision quickstart_fpn's 0.13 is measured in docs/benchmarks.md.
     bound = 0.5 if name.endswith("fp16") else 0.3
     assert abs(ap["openvino bf16"] - ap["eager fp32"]) <= bound and abs(ap["eager bf16"] - ap["eager fp32"]) <= bound, ap
+
+
+def test_a_broken_export_description_is_one_line(exported, tmp_path, monkeypatch):
+    """export.json truncated, nested without end, not a mapping, or huge: each refused in one line."""
+    _, folder, _ = exported
+    for name, text in (("truncated", '{"files": {"openvino": "mod'), ("nested", "[" * 100000 + "]" * 100000),
+                       ("list", "[1, 2]"), ("huge", '{"pad": "' + "x" * 2000 + '"}')):
+        broken = tmp_path / name
+        shutil.copytree(folder, broken)
+        (broken / "export.json").write_text(text)
+        if name == "huge":
+            monkeypatch.setattr(deployed, "MAX_INFO_BYTES", 1000)
+        with pytest.raises(ExportFolderError) as err:
+            DeployedDetector(str(broken))
+        message = str(err.value)
+        assert "\n" not in message and message.startswith(f"{broken / 'export.json'}: "), message
+        assert {"truncated": "not a readable", "nested": "nested too deeply", "list": "expected a mapping",
+                "huge": "2011 bytes, more than"}[name] in message, message

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from detectres.modeling.postprocessing import detector_postprocess
 
 INFO = "export.json"
+MAX_INFO_BYTES = 16 << 20
 # engine -> (the export.json "files" entry it runs, the module, the install line)
 ENGINES = {"openvino": ("openvino", "openvino", 'pip install "detectres[openvino]"'),
            "onnxruntime": ("onnx", "onnxruntime", 'pip install "detectres[export]"')}
@@ -37,11 +38,19 @@ def is_export_dir(path: str | None) -> bool:
 def read_export_info(folder: str) -> dict:
     """``export.json`` of ``folder``, checked for what running it needs (one line naming the problem)."""
     path = os.path.join(folder, INFO)
+    size = os.path.getsize(path)
+    if size > MAX_INFO_BYTES:  # a recipe and class names: a few MB at the stored-config limits
+        raise ExportFolderError(f"{path}: {size} bytes, more than an export description holds "
+                                f"(limit {MAX_INFO_BYTES}); not reading it")
     try:
         with open(path, encoding="utf-8") as f:
             info = json.load(f)
     except (OSError, ValueError) as e:
         raise ExportFolderError(f"{path}: not a readable export description ({type(e).__name__}: {e})") from None
+    except RecursionError:
+        raise ExportFolderError(f"{path}: nested too deeply to be an export description") from None
+    if not isinstance(info, dict):
+        raise ExportFolderError(f"{path}: expected a mapping (files, resize, class_names), got {type(info).__name__}")
     names, files, resize = info.get("class_names"), info.get("files"), info.get("resize")
     if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
         raise ExportFolderError(f"{path}: class_names must be a non-empty list of names")
